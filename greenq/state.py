@@ -1,0 +1,86 @@
+"""Worker state: revoked ids, counters.  Owned by the control loop."""
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from typing import Any, Iterable, Iterator
+
+
+class LimitedSet:
+    """A set with a size limit and an age limit, oldest evicted first.
+
+    Used for revoked task ids: bounded by ``worker_revokes_max`` entries and
+    ``worker_revoke_expires`` seconds, as Celery's is.
+    """
+
+    def __init__(self, maxlen: int, expires: float | None) -> None:
+        self.maxlen = maxlen
+        self.expires = expires
+        self._data: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, item: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self._data.pop(item, None)
+        self._data[item] = now
+        self.purge(now)
+
+    def update(self, items: Iterable[str], now: float | None = None) -> None:
+        for item in items:
+            self.add(item, now)
+
+    def discard(self, item: str) -> None:
+        self._data.pop(item, None)
+
+    def purge(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        data = self._data
+        while len(data) > self.maxlen:
+            data.popitem(last=False)
+        if self.expires:
+            limit = now - self.expires
+            while data:
+                item, added = next(iter(data.items()))
+                if added >= limit:
+                    break
+                data.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        if item not in self._data:
+            return False
+        if self.expires and self._data[item] < time.time() - self.expires:  # type: ignore[index]
+            self._data.pop(item)  # type: ignore[arg-type]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self._data)
+
+    def merge(self, entries: dict[str, float] | Iterable[str], now: float | None = None) -> None:
+        """Add entries from another set (``hello``/``--statedb``), keeping their ages."""
+        if isinstance(entries, dict):
+            for item, added in sorted(entries.items(), key=lambda kv: kv[1]):
+                self._data.pop(item, None)
+                self._data[item] = added
+            self.purge(now)
+        else:
+            self.update(entries, now)
+
+
+class WorkerState:
+    """What the control loop knows: running requests, counters, revoked ids."""
+
+    def __init__(self, revokes_max: int = 50000, revoke_expires: float | None = 10800.0) -> None:
+        self.active: dict[str, Any] = {}
+        self.revoked = LimitedSet(revokes_max, revoke_expires)
+        self.total: Counter[str] = Counter()
+        self.rejected = 0
+        self.started_at = time.time()
+
+    def is_revoked(self, task_id: str) -> bool:
+        return task_id in self.revoked

@@ -1,0 +1,526 @@
+"""The worker: one control loop that owns the consuming channel.
+
+Read this file top to bottom to follow a message::
+
+    on_message(message)
+        request = protocol.decode(message)       bad input -> reject, log why, carry on
+        decision = strategy.decide(request, now) revoked? expired? not yet due?
+            REVOKED / EXPIRED -> ack, store REVOKED
+            WAIT(until)       -> ETA heap (QoS + 1 while held)
+            RUN               -> dispatch: a free slot gets it, else it waits in `ready`
+    loop: outcomes from slots -> ack / reject / requeue; due ETA entries -> decide again
+
+Pool slots (green threads, threads) run :class:`greenq.execute.Tracer` and
+hand back an :class:`~greenq.execute.Outcome`; they never ack.  Acks happen
+here, in the loop, which polls the broker with a short timeout whenever
+there is work in flight so outcomes are acted on within a few milliseconds.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from greenq import signals, states
+from greenq.exceptions import (
+    ConfigurationError,
+    ContentDisallowed,
+    InvalidMessage,
+    MessageTooLarge,
+    NotRegistered,
+)
+from greenq.execute import ACK, REJECT, REQUEUE, Outcome, Tracer
+from greenq.pools import create_pool, default_concurrency
+from greenq.protocol import Request, decode, nodename
+from greenq.scheduler import EtaHeap
+from greenq.state import WorkerState
+from greenq.strategy import EXPIRED, REVOKED, RUN, WAIT, decide
+
+if TYPE_CHECKING:
+    from kombu import Connection, Consumer
+
+    from greenq.app import App
+    from greenq.pools.base import BasePool
+
+logger = logging.getLogger("greenq.worker")
+
+PREFETCH_COUNT_MAX = 0xFFFF  # above this AMQP means "unlimited": never send it
+BUSY_TICK = 0.005            # seconds: loop period while outcomes may be waiting
+RUNNING_TICK = 0.05          # seconds: while only early-acked tasks run
+IDLE_TICK = 1.0              # seconds: nothing in flight
+
+
+def expand_hostname(name: str | None) -> str:
+    """``-n`` value with ``%h`` (host), ``%n`` (short host), ``%d`` (domain), ``%p`` (pid)."""
+    host = socket.gethostname()
+    short, _, domain = host.partition(".")
+    if not name:
+        return nodename("greenq", host)
+    expanded = (name.replace("%h", host).replace("%n", short).replace("%d", domain)
+                .replace("%p", str(os.getpid())))
+    return expanded if "@" in expanded else f"{expanded}@{host}"
+
+
+class Worker:
+    """A greenq worker.  ``Worker(app, pool="gevent", concurrency=1000).start()``.
+
+    Args:
+        pool: gevent, eventlet, threads, solo or prefork.  A green pool needs
+            the process patched first (the ``greenq`` command does it).
+        concurrency: slots; default 1000 for green pools, CPU count otherwise.
+        queues: names to consume (``-Q``); default every queue the app knows.
+        exclude_queues: names not to consume (``-X``).
+        hostname: node name (``-n``), e.g. ``feeds@%h``.
+        prefetch_multiplier: messages reserved per slot (``--prefetch-multiplier``).
+        time_limit, soft_time_limit: defaults for tasks that set none.
+        send_events: send task events (``-E``).
+        shutdown_timeout: warm-shutdown deadline for running tasks, seconds.
+    """
+
+    def __init__(self, app: "App", *, pool: str = "threads", concurrency: int | None = None,
+                 queues: Sequence[str] | None = None, exclude_queues: Sequence[str] | None = None,
+                 hostname: str | None = None, prefetch_multiplier: int | None = None,
+                 time_limit: float | None = None, soft_time_limit: float | None = None,
+                 send_events: bool | None = None, shutdown_timeout: float | None = None,
+                 install_signal_handlers: bool = True, pool_options: dict[str, Any] | None = None) -> None:
+        conf = app.conf
+        self.app = app
+        self.pool_name = pool
+        self.concurrency = concurrency or conf.worker_concurrency or default_concurrency(pool)
+        if pool == "solo":
+            self.concurrency = 1
+        self.hostname = expand_hostname(hostname)
+        self.prefetch_multiplier = prefetch_multiplier or conf.worker_prefetch_multiplier
+        if self.prefetch_multiplier < 1:
+            raise ConfigurationError(f"prefetch multiplier must be at least 1, got {self.prefetch_multiplier}")
+        self.time_limit = time_limit if time_limit is not None else conf.task_time_limit
+        self.soft_time_limit = soft_time_limit if soft_time_limit is not None else conf.task_soft_time_limit
+        self.send_events = conf.worker_send_task_events if send_events is None else send_events
+        self.shutdown_timeout = conf.worker_shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        self.install_signal_handlers = install_signal_handlers
+        self.pool_options = pool_options or {}
+        self.queue_names = list(queues or [])
+        self.exclude_queues = list(exclude_queues or [])
+        self.queues = app.queues.select(self.queue_names or None, self.exclude_queues)
+
+        self.state = WorkerState(conf.worker_revokes_max, conf.worker_revoke_expires)
+        self.eta = EtaHeap()
+        self.ready: collections.deque[Request] = collections.deque()
+        self.outcomes: collections.deque[Outcome] = collections.deque()
+        self.calls: collections.deque[Callable[[], Any]] = collections.deque()
+        self.accept = frozenset(_content_types(conf.accept_content))
+        self.max_message_size = conf.task_message_max_size
+
+        self.pool: BasePool | None = None
+        self.connection: Connection | None = None
+        self.consumer: Consumer | None = None
+        self.tracer: Tracer | None = None
+        self.events: Any = None
+        self.control: Any = None
+        self.generation = 0
+        self.late_ack_running = 0  # running tasks whose ack waits for their outcome
+        self.prefetch_count = 0
+        self._stop: str | None = None  # None, "warm" or "cold"
+        self._last_heartbeat_check = 0.0
+        self._last_cleanup = 0.0
+        self.started = False
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.hostname} -P {self.pool_name} -c {self.concurrency}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Run until shutdown (a signal, ``stop()``, or the ``shutdown`` command)."""
+        app = self.app
+        app._concurrency_hint = self.concurrency
+        app.import_default_modules()
+        signals.worker_init.send(sender=self, worker=self)
+        self.pool = create_pool(self.pool_name, self.concurrency, **self.pool_options)
+        self.pool.start()
+        self.tracer = Tracer(app, self.pool, self.hostname, emit=None,
+                             time_limit=self.time_limit, soft_time_limit=self.soft_time_limit)
+        if self.pool_name != "prefork":
+            signals.worker_process_init.send(sender=self)
+        self._cleanup_results()
+        self.connect()
+        if self.install_signal_handlers:
+            self._install_signal_handlers()
+        self.started = True
+        logger.info("%s ready: -P %s -c %d, queues %s, broker %s", self.hostname, self.pool_name,
+                    self.concurrency, ",".join(q.name for q in self.queues), app.broker_url_for_display())
+        signals.worker_ready.send(sender=self, worker=self)
+        try:
+            self.loop()
+        finally:
+            self.shutdown()
+
+    def stop(self, cold: bool = False) -> None:
+        """Ask the loop to shut down (warm: let running tasks finish)."""
+        if cold or self._stop is not None:
+            self._stop = "cold"
+        else:
+            self._stop = "warm"
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGQUIT or self._stop is not None:
+                logger.warning("%s: cold shutdown (%s): running tasks are requeued now", self.hostname, name)
+                self._stop = "cold"
+            else:
+                logger.warning("%s: warm shutdown (%s): waiting up to %.0fs for running tasks; "
+                               "send it again for a cold shutdown", self.hostname, name, self.shutdown_timeout)
+                self._stop = "warm"
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, on_signal)
+
+    # ------------------------------------------------------------------ broker
+    def connect(self) -> None:
+        """Connect (retrying with backoff) and start consuming."""
+        from kombu import Consumer
+
+        conf = self.app.conf
+        connection = self.app.connection_for_read()
+
+        def on_error(exc: Exception, interval: float) -> None:
+            logger.error("cannot connect to %s: %s; trying again in %.1fs",
+                         self.app.broker_url_for_display(), exc, interval)
+
+        connection.ensure_connection(
+            errback=on_error, interval_start=0.5, interval_step=1.0, interval_max=10.0,
+            max_retries=(conf.broker_connection_max_retries
+                         if conf.broker_connection_retry_on_startup or self.generation else 0))
+        channel = connection.channel()
+        consumer = Consumer(channel, queues=self.queues, on_message=self.on_message, auto_declare=True)
+        self.connection = connection
+        self.consumer = consumer
+        self.generation += 1
+        self.prefetch_count = 0
+        self.update_prefetch()
+        consumer.consume()
+
+    def update_prefetch(self) -> None:
+        """Prefetch = slots x multiplier, plus one per held ETA message; bounded."""
+        wanted = self.concurrency * self.prefetch_multiplier + len(self.eta)
+        wanted = max(1, min(wanted, PREFETCH_COUNT_MAX))
+        if wanted != self.prefetch_count and self.consumer is not None:
+            self.consumer.qos(prefetch_count=wanted)
+            self.prefetch_count = wanted
+
+    def reconnect(self, exc: BaseException) -> None:
+        logger.error("%s: lost the broker connection (%r); reconnecting", self.hostname, exc)
+        # Messages held here belong to the dead channel: the broker redelivers them.
+        self.ready.clear()
+        self.eta.drain()
+        self._close_connection()
+        self.connect()
+        logger.info("%s: consuming again", self.hostname)
+
+    def _close_connection(self) -> None:
+        connection, self.connection, self.consumer = self.connection, None, None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception as exc:  # closing a dead connection may fail; it is dead either way
+                logger.debug("closing the old connection failed: %r", exc)
+
+    # ------------------------------------------------------------------ the loop
+    def loop(self) -> None:
+        assert self.connection is not None
+        errors = self.connection.connection_errors + self.connection.channel_errors + (OSError,)
+        while self._stop is None:
+            self.run_pending_calls()
+            self.process_outcomes()
+            self.release_due(time.time())
+            try:
+                self.connection.drain_events(timeout=self.tick())
+            except socket.timeout:
+                pass
+            except errors as exc:
+                if self._stop is not None:
+                    break
+                self.reconnect(exc)
+                errors = self.connection.connection_errors + self.connection.channel_errors + (OSError,)
+            self.housekeeping()
+
+    def tick(self) -> float:
+        """How long the next broker poll may block."""
+        if self.outcomes or self.calls:
+            return 0.0001
+        if self.ready or self.late_ack_running:
+            timeout = BUSY_TICK
+        elif self.state.active:
+            timeout = RUNNING_TICK
+        else:
+            timeout = IDLE_TICK
+        due = self.eta.next_due()
+        if due is not None:
+            timeout = min(timeout, max(due - time.time(), 0.0001))
+        return timeout
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat_check >= 1.0:
+            self._last_heartbeat_check = now
+            try:
+                self.connection.heartbeat_check()  # type: ignore[union-attr]
+            except Exception as exc:  # reported again, and acted on, by the next drain
+                logger.debug("heartbeat check failed: %r", exc)
+            if now - self._last_cleanup >= min(max((self.app.conf.result_expires or 3600) / 10, 60), 3600):
+                self._cleanup_results()
+
+    def _cleanup_results(self) -> None:
+        self._last_cleanup = time.monotonic()
+        try:
+            removed = self.app.backend.cleanup()
+        except Exception as exc:  # results can still be stored; cleanup will be tried again
+            logger.warning("result cleanup failed: %r", exc)
+            return
+        if removed:
+            logger.info("removed %d expired results", removed)
+
+    def run_pending_calls(self) -> None:
+        """Run state changes handed over from other threads (remote control)."""
+        calls = self.calls
+        while calls:
+            fn = calls.popleft()
+            try:
+                fn()
+            except Exception:
+                logger.exception("a remote-control change failed")
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` in the control loop; callable from any thread."""
+        self.calls.append(fn)
+
+    # ------------------------------------------------------------------ messages
+    def on_message(self, message: Any) -> None:
+        try:
+            request = decode(message, accept=self.accept, max_size=self.max_message_size)
+        except (InvalidMessage, ContentDisallowed, MessageTooLarge) as exc:
+            self.on_bad_message(message, exc)
+            return
+        task = self.app.tasks.get(request.name)
+        if task is None:
+            self.on_unknown_task(message, request)
+            return
+        request.task = task
+        request.hostname = self.hostname
+        request.generation = self.generation
+        signals.task_received.send(sender=self, request=request)
+        self.emit_task_event("task-received", request, name=request.name, args=request.argsrepr,
+                             kwargs=request.kwargsrepr, root_id=request.root_id, parent_id=request.parent_id,
+                             retries=request.retries, eta=request.headers.get("eta"),
+                             expires=request.headers.get("expires"))
+        self.decide_and_act(request, time.time())
+
+    def decide_and_act(self, request: Request, now: float) -> None:
+        decision = decide(request, now, self.state.is_revoked)
+        action = decision.action
+        if action == RUN:
+            self.dispatch(request)
+        elif action == WAIT:
+            self.eta.hold(request, decision.until)  # type: ignore[arg-type]
+            self.update_prefetch()
+        elif action == REVOKED:
+            self.on_revoked(request, expired=False)
+        elif action == EXPIRED:
+            self.on_revoked(request, expired=True)
+
+    def dispatch(self, request: Request) -> None:
+        if self.pool.free_count() > 0:  # type: ignore[union-attr]
+            self.start_task(request)
+        else:
+            self.ready.append(request)
+
+    def start_task(self, request: Request) -> None:
+        if request.acks_late:
+            self.late_ack_running += 1
+        else:
+            self.ack(request)
+        request.time_start = time.time()
+        self.state.active[request.id] = request
+        request.handle = self.pool.spawn(self.run_in_slot, request)  # type: ignore[union-attr]
+
+    def run_in_slot(self, request: Request) -> None:
+        """Runs in a pool slot: execute, then hand the outcome to the loop."""
+        self.outcomes.append(self.tracer.run(request))  # type: ignore[union-attr]
+
+    def release_due(self, now: float) -> None:
+        due = self.eta.pop_due(now)
+        if due:
+            for request in due:
+                self.decide_and_act(request, now)
+            self.update_prefetch()
+
+    def process_outcomes(self) -> None:
+        outcomes = self.outcomes
+        while outcomes:
+            outcome = outcomes.popleft()
+            request = outcome.request
+            if self.state.active.get(request.id) is request:
+                del self.state.active[request.id]
+            self.state.total[request.name] += 1
+            if request.acks_late:
+                self.late_ack_running -= 1
+            if request.acks_late and not request.acknowledged:
+                if outcome.action == ACK:
+                    self.ack(request)
+                else:
+                    self.reject(request, requeue=outcome.action == REQUEUE)
+            elif outcome.action == REQUEUE:
+                self.republish(request)
+        pool = self.pool
+        while self.ready and pool.free_count() > 0:  # type: ignore[union-attr]
+            self.start_task(self.ready.popleft())
+
+    # ------------------------------------------------------------------ acks
+    def ack(self, request: Request) -> None:
+        if request.generation != self.generation:
+            logger.debug("task %s[%s]: not acked, its connection is gone (the broker redelivers it)",
+                         request.name, request.id)
+            return
+        request.message.ack()
+        request.acknowledged = True
+
+    def reject(self, request: Request, requeue: bool) -> None:
+        if request.generation != self.generation:
+            return
+        request.message.reject(requeue=requeue)
+        request.acknowledged = True
+
+    def republish(self, request: Request, **headers: Any) -> None:
+        """Send an already-acked message again, unchanged but for ``headers``."""
+        delivery = request.delivery_info
+        properties = {k: v for k, v in request.message.properties.items()
+                      if k in ("correlation_id", "reply_to", "priority")}
+        with self.app.producer_pool.acquire(block=True, timeout=self.app.conf.broker_pool_acquire_timeout) as p:
+            p.publish(request.body, exchange=delivery.get("exchange") or "",
+                      routing_key=delivery.get("routing_key") or self.app.conf.task_default_queue,
+                      content_type=request.content_type, content_encoding=request.content_encoding,
+                      headers={**request.headers, **headers}, retry=True, **properties)
+
+    # ------------------------------------------------------------------ bad input
+    def on_bad_message(self, message: Any, exc: Exception) -> None:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        task_id = headers.get("id") if isinstance(headers.get("id"), str) else None
+        logger.error("rejected message %s (task %r): %s", task_id or message.delivery_tag,
+                     headers.get("task"), exc)
+        self._reject_message(message)
+        self.state.rejected += 1
+        signals.task_rejected.send(sender=self, message=message, exc=exc)
+        if task_id:
+            self.emit_task_event("task-rejected", Request(id=task_id, name=headers.get("task")), requeue=False)
+            self._store_failure(task_id, exc)
+
+    def on_unknown_task(self, message: Any, request: Request) -> None:
+        exc = NotRegistered(
+            f"task {request.name!r} is not registered in this worker: check that the module defining it "
+            "is imported by -A or include, and that the worker runs the current code")
+        logger.error("rejected task %s[%s]: not registered (known: %s)", request.name, request.id,
+                     ", ".join(self.app.tasks.regular()[:10]) or "none")
+        self._reject_message(message)
+        self.state.rejected += 1
+        signals.task_unknown.send(sender=self, name=request.name, id=request.id, message=message, exc=exc)
+        self.emit_task_event("task-rejected", request, requeue=False)
+        self._store_failure(request.id, exc)
+
+    def _reject_message(self, message: Any) -> None:
+        try:
+            message.reject(requeue=False)
+        except Exception as exc:  # the message is dropped either way; the worker must go on
+            logger.warning("could not reject message %s: %r", message.delivery_tag, exc)
+
+    def _store_failure(self, task_id: str, exc: Exception) -> None:
+        """Let a client waiting on this id see the error instead of waiting for ever."""
+        try:
+            self.app.backend.mark_as_failure(task_id, exc)
+        except Exception as store_exc:  # no backend configured, or it is down
+            logger.debug("could not store the failure of %s: %r", task_id, store_exc)
+
+    def on_revoked(self, request: Request, expired: bool) -> None:
+        logger.info("task %s[%s] %s: skipped", request.name, request.id, "expired" if expired else "revoked")
+        self.ack(request)
+        try:
+            self.app.backend.mark_as_revoked(request.id, "expired" if expired else "revoked", request=request)
+        except Exception as exc:
+            logger.debug("could not store REVOKED for %s: %r", request.id, exc)
+        signals.task_revoked.send(sender=request.task, request=request, terminated=False, signum=None,
+                                  expired=expired)
+        self.emit_task_event("task-revoked", request, terminated=False, signum=None, expired=expired)
+
+    # ------------------------------------------------------------------ events
+    def emit_task_event(self, kind: str, request: Request, **fields: Any) -> None:
+        if self.events is not None and self.send_events:
+            self.events.task_event(kind, request, **fields)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        cold = self._stop == "cold"
+        logger.info("%s: shutting down (%s)", self.hostname, "cold" if cold else "warm")
+        if self.consumer is not None:
+            try:
+                self.consumer.cancel()
+            except Exception as exc:  # the connection may already be gone
+                logger.debug("cancel failed: %r", exc)
+        waiting = list(self.ready) + self.eta.drain()
+        self.ready.clear()
+        for request in waiting:  # not started: back to the broker
+            self._requeue(request)
+        deadline = time.monotonic() + (0.0 if cold else self.shutdown_timeout)
+        while self.state.active and self._stop != "cold" and time.monotonic() < deadline:
+            self.process_outcomes()
+            self.pool.sleep(0.02)  # type: ignore[union-attr]
+        self.process_outcomes()
+        leftover = list(self.state.active.values())
+        if leftover:
+            logger.warning("%s: %d task(s) still running at the shutdown deadline are requeued: %s",
+                           self.hostname, len(leftover), ", ".join(f"{r.name}[{r.id}]" for r in leftover[:5]))
+        for request in leftover:
+            self._requeue(request)
+        if self.control is not None:
+            self.control.stop()
+        if self.events is not None:
+            self.events.close()
+        self._close_connection()
+        if self.pool is not None:
+            self.pool.stop()
+        signals.worker_shutdown.send(sender=self, worker=self)
+        try:
+            self.app.close()
+        except Exception as exc:
+            logger.debug("closing the app's connections failed: %r", exc)
+        logger.info("%s: stopped", self.hostname)
+
+    def _requeue(self, request: Request) -> None:
+        try:
+            if request.acknowledged:
+                self.republish(request)
+            else:
+                self.reject(request, requeue=True)
+        except Exception as exc:
+            logger.error("could not requeue %s[%s]: %r", request.name, request.id, exc)
+
+    # ------------------------------------------------------------------ inspection
+    def stats(self) -> dict[str, Any]:
+        return {
+            "total": dict(self.state.total),
+            "pid": os.getpid(),
+            "uptime": int(time.time() - self.state.started_at),
+            "pool": self.pool.info() if self.pool is not None else {},
+            "prefetch_count": self.prefetch_count,
+            "broker": self.connection.info() if self.connection is not None else {},
+            "rejected": self.state.rejected,
+            "eta_held": len(self.eta),
+            "ready": len(self.ready),
+        }
+
+
+def _content_types(names: Iterable[str]) -> list[str]:
+    from kombu.serialization import prepare_accept_content
+    return list(prepare_accept_content(list(names)))
