@@ -162,10 +162,14 @@ class App:
         options = dict(self.conf.broker_transport_options)
         if url.startswith("embedded://"):
             from greenq import embedded
-            kwargs.setdefault("hostname", "localhost")
+            if url.rstrip("/") == "embedded:":
+                url = "embedded://localhost/"  # kombu warns about a URL without a host
             options = {**embedded.transport_options(embedded.data_dir(self),
                                                     self.conf.embedded_polling_interval), **options}
         heartbeat = self.conf.broker_heartbeat if url.startswith(("amqp", "pyamqp")) else 0
+        if url.startswith("redis://"):  # rediss:// stays on stock kombu
+            import greenq.transport.redis  # noqa: F401  registers the greenq-redis alias
+            url = "greenq-" + url
         return Connection(url, transport_options=options, heartbeat=heartbeat or 0,
                           connect_timeout=self.conf.broker_connection_timeout, **kwargs)
 

@@ -1,0 +1,1 @@
+"""kombu transports tuned for greenq (subclasses; the wire layout is kombu's)."""
