@@ -144,11 +144,24 @@ def _names(value: str | None) -> list[str]:
 @click.option("-E", "--events", "send_events", is_flag=True, default=None, help="Send task events.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None,
               help="Warm-shutdown deadline for running tasks (s) [default: 10].")
+@click.option("--cpu-pool", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Run CPU-bound tasks (cpu=True, or --cpu-queues) in N child processes, "
+                   "so they never hold the green threads [default: 0, none].")
+@click.option("--cpu-queues", metavar="Q1,Q2", default=None,
+              help="Queues whose tasks are CPU-bound (with --cpu-pool).")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Replace a child process after N tasks (-P prefork, --cpu-pool).")
+@click.option("--max-memory-per-child", type=click.IntRange(min=1), default=None, metavar="KIB",
+              help="Replace a child process whose resident memory is above KIB after a task.")
+@click.option("--pool-start-method", type=click.Choice(["spawn", "forkserver"]), default=None,
+              help="How child processes start [default: spawn]; never fork.")
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str | None, pool: str | None, concurrency: int | None,
            queues: str | None, exclude_queues: str | None, hostname: str | None, loglevel: str,
            logfile: str | None, prefetch_multiplier: int | None, time_limit: float | None,
-           soft_time_limit: float | None, send_events: bool | None, shutdown_timeout: float | None) -> None:
+           soft_time_limit: float | None, send_events: bool | None, shutdown_timeout: float | None,
+           cpu_pool: int | None, cpu_queues: str | None, max_tasks_per_child: int | None,
+           max_memory_per_child: int | None, pool_start_method: str | None) -> None:
     """Start a worker."""
     from greenq.exceptions import GreenqError
     from greenq.worker import Worker
@@ -157,12 +170,21 @@ def worker(ctx: click.Context, app_spec: str | None, pool: str | None, concurren
     pool = pool or app.conf.worker_pool or default_pool()
     if soft_time_limit and time_limit and soft_time_limit >= time_limit:
         raise click.BadParameter("--soft-time-limit must be less than --time-limit", param_hint="--soft-time-limit")
+    if pool == "prefork" and cpu_pool:
+        raise click.BadParameter("-P prefork already runs every task in child processes; "
+                                 "--cpu-pool is for green and threads workers", param_hint="--cpu-pool")
+    if cpu_queues and not (cpu_pool or app.conf.worker_cpu_pool):
+        raise click.BadParameter("--cpu-queues needs --cpu-pool N", param_hint="--cpu-queues")
     setup_logging(loglevel.upper(), app, logfile)
+    pool_options = {"max_tasks_per_child": max_tasks_per_child, "max_memory_per_child": max_memory_per_child,
+                    "start_method": pool_start_method}
     try:
         w = Worker(app, pool=pool, concurrency=concurrency, queues=_names(queues),
                    exclude_queues=_names(exclude_queues), hostname=hostname,
                    prefetch_multiplier=prefetch_multiplier, time_limit=time_limit,
-                   soft_time_limit=soft_time_limit, send_events=send_events, shutdown_timeout=shutdown_timeout)
+                   soft_time_limit=soft_time_limit, send_events=send_events, shutdown_timeout=shutdown_timeout,
+                   cpu_pool=cpu_pool, cpu_queues=_names(cpu_queues) if cpu_queues is not None else None,
+                   pool_options={k: v for k, v in pool_options.items() if v is not None})
         click.echo(banner(app, w), err=True)
         w.start()
     except GreenqError as exc:
@@ -178,7 +200,8 @@ def banner(app: Any, w: Any) -> str:
         f"  app:         {app.main or '__main__'}",
         f"  broker:      {app.broker_url_for_display()}",
         f"  results:     {mask_url(backend)}",
-        f"  concurrency: {w.concurrency} ({w.pool_name})",
+        f"  concurrency: {w.concurrency} ({w.pool_name})"
+        + (f" + {w.cpu_pool} CPU processes" if w.cpu_pool and w.pool_name != "prefork" else ""),
         f"  queues:      {', '.join(q.name for q in w.queues)}",
         f"  tasks ({len(tasks)}):",
         *(f"    . {name}" for name in tasks),

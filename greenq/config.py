@@ -110,6 +110,12 @@ SETTINGS: dict[str, Option] = {
     "worker_strict_patching": Option(True, (bool,), "refuse a green pool in a process patched too late"),
     "worker_max_tasks_per_child": Option(None, (int, OPT), check=_positive),
     "worker_max_memory_per_child": Option(None, (int, OPT), "KiB", _positive),
+    "worker_pool_start_method": Option(
+        "spawn", (str,), "how child processes start (prefork, --cpu-pool): spawn or forkserver, never fork",
+        lambda v: None if v in ("spawn", "forkserver") else "must be 'spawn' or 'forkserver'"),
+    "worker_cpu_pool": Option(0, (int,), "child processes for CPU-bound tasks in a green or threads "
+                              "worker (--cpu-pool); 0: none", _non_negative),
+    "worker_cpu_queues": Option((), (list, tuple), "queues whose tasks run in the CPU pool (--cpu-queues)"),
     # time and names
     "timezone": Option("UTC", (str,)),
     "enable_utc": Option(True, (bool,)),

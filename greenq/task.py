@@ -79,7 +79,7 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     if "retry_kwargs" in options and not isinstance(options["retry_kwargs"], Mapping):
         raise ConfigurationError(f"task option retry_kwargs must be a dict, got {options['retry_kwargs']!r}")
     for key in ("bind", "ignore_result", "acks_late", "track_started", "typing", "retry_jitter",
-                "reject_on_worker_lost", "store_errors_even_if_ignored"):
+                "reject_on_worker_lost", "store_errors_even_if_ignored", "cpu"):
         if key in options and not isinstance(options[key], bool):
             raise ConfigurationError(f"task option {key} must be True or False, got {options[key]!r}")
     return checked
@@ -102,6 +102,7 @@ TASK_OPTIONS: dict[str, str | None] = {
     "track_started": "task_track_started",
     "serializer": "task_serializer",
     "queue": None, "routing_key": None, "exchange": None, "priority": None, "expires": None,
+    "cpu": None,  # CPU-bound: runs in the worker's CPU pool (--cpu-pool), see greenq/offload.py
 }
 
 
@@ -142,6 +143,7 @@ class Task:
     exchange: str | None = None
     priority: int | None = None
     expires: float | datetime | None = None
+    cpu = False
 
     max_retries = _FromConfig("task_max_retries")
     default_retry_delay = _FromConfig("task_default_retry_delay")

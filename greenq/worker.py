@@ -11,7 +11,11 @@ Read this file top to bottom to follow a message::
     loop: outcomes from slots -> ack / reject / requeue; due ETA entries -> decide again
 
 Pool slots (green threads, threads) run :class:`greenq.execute.Tracer` and
-hand back an :class:`~greenq.execute.Outcome`; they never ack.  Acks happen
+hand back an :class:`~greenq.execute.Outcome`; they never ack.  Requests for
+child processes (every request with ``-P prefork``; CPU-bound ones with
+``--cpu-pool N``, see :mod:`greenq.offload`) are submitted to
+``self.processes`` instead, wait in ``cpu_ready`` while every child is busy,
+and hand back their outcome the same way.  Acks happen
 here, in the loop, which polls the broker with a short timeout whenever
 there is work in flight so outcomes are acted on within a few milliseconds.
 """
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 
     from greenq.app import App
     from greenq.pools.base import BasePool
+    from greenq.pools.prefork import ProcessPool
 
 logger = logging.getLogger("greenq.worker")
 
@@ -79,6 +84,10 @@ class Worker:
         time_limit, soft_time_limit: defaults for tasks that set none.
         send_events: send task events (``-E``).
         shutdown_timeout: warm-shutdown deadline for running tasks, seconds.
+        cpu_pool: child processes for CPU-bound tasks (``--cpu-pool``); 0: none.
+        cpu_queues: queues whose tasks are CPU-bound (``--cpu-queues``).
+        pool_options: ``max_tasks_per_child``, ``max_memory_per_child`` (KiB),
+            ``start_method`` for child processes.
     """
 
     def __init__(self, app: "App", *, pool: str = "threads", concurrency: int | None = None,
@@ -86,7 +95,8 @@ class Worker:
                  hostname: str | None = None, prefetch_multiplier: int | None = None,
                  time_limit: float | None = None, soft_time_limit: float | None = None,
                  send_events: bool | None = None, shutdown_timeout: float | None = None,
-                 install_signal_handlers: bool = True, pool_options: dict[str, Any] | None = None) -> None:
+                 install_signal_handlers: bool = True, pool_options: dict[str, Any] | None = None,
+                 cpu_pool: int | None = None, cpu_queues: Sequence[str] | None = None) -> None:
         conf = app.conf
         self.app = app
         self.pool_name = pool
@@ -106,16 +116,20 @@ class Worker:
         self.queue_names = list(queues or [])
         self.exclude_queues = list(exclude_queues or [])
         self.queues = app.queues.select(self.queue_names or None, self.exclude_queues)
+        self.cpu_pool = conf.worker_cpu_pool if cpu_pool is None else cpu_pool
+        self.cpu_queues = list(conf.worker_cpu_queues if cpu_queues is None else cpu_queues)
 
         self.state = WorkerState(conf.worker_revokes_max, conf.worker_revoke_expires)
         self.eta = EtaHeap()
         self.ready: collections.deque[Request] = collections.deque()
+        self.cpu_ready: collections.deque[Request] = collections.deque()  # waiting for a child process
         self.outcomes: collections.deque[Outcome] = collections.deque()
         self.calls: collections.deque[Callable[[], Any]] = collections.deque()
         self.accept = frozenset(_content_types(conf.accept_content))
         self.max_message_size = conf.task_message_max_size
 
         self.pool: BasePool | None = None
+        self.processes: ProcessPool | None = None
         self.connection: Connection | None = None
         self.consumer: Consumer | None = None
         self.tracer: Tracer | None = None
@@ -139,10 +153,13 @@ class Worker:
         app._concurrency_hint = self.concurrency
         app.import_default_modules()
         signals.worker_init.send(sender=self, worker=self)
-        self.pool = create_pool(self.pool_name, self.concurrency, **self.pool_options)
+        prefork = {"app": app, "time_limit": self.time_limit, "soft_time_limit": self.soft_time_limit}
+        self.pool = create_pool(self.pool_name, self.concurrency,
+                                **(prefork if self.pool_name == "prefork" else {}), **self.pool_options)
         self.pool.start()
         self.tracer = Tracer(app, self.pool, self.hostname, emit=None,
                              time_limit=self.time_limit, soft_time_limit=self.soft_time_limit)
+        self.processes = self.start_processes()
         if self.pool_name != "prefork":
             signals.worker_process_init.send(sender=self)
         self._cleanup_results()
@@ -164,6 +181,22 @@ class Worker:
             self._stop = "cold"
         else:
             self._stop = "warm"
+
+    def start_processes(self) -> "ProcessPool | None":
+        """Child processes for requests that must not run here: every request
+        with -P prefork, CPU-bound ones with --cpu-pool N (greenq.offload)."""
+        from greenq import offload
+        if self.pool_name == "prefork":
+            return self.pool.processes  # type: ignore[union-attr]
+        if not self.cpu_pool:
+            offload.warn_about_cpu_tasks(self.app, self.pool_name, [q.name for q in self.queues])
+            return None
+        from greenq.pools.prefork import ProcessPool
+        processes = ProcessPool(self.app, self.cpu_pool, takes=offload.CpuBound(self.app, self.cpu_queues),
+                                time_limit=self.time_limit, soft_time_limit=self.soft_time_limit, name="cpu",
+                                **offload.process_pool_options(self.pool_options))
+        processes.start()
+        return processes
 
     def _install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: Any) -> None:
@@ -216,6 +249,7 @@ class Worker:
         logger.error("%s: lost the broker connection (%r); reconnecting", self.hostname, exc)
         # Messages held here belong to the dead channel: the broker redelivers them.
         self.ready.clear()
+        self.cpu_ready.clear()
         self.eta.drain()
         self._close_connection()
         self.connect()
@@ -252,7 +286,7 @@ class Worker:
         """How long the next broker poll may block."""
         if self.outcomes or self.calls:
             return 0.0001
-        if self.ready or self.late_ack_running:
+        if self.ready or self.cpu_ready or self.late_ack_running:
             timeout = BUSY_TICK
         elif self.state.active:
             timeout = RUNNING_TICK
@@ -333,7 +367,12 @@ class Worker:
             self.on_revoked(request, expired=True)
 
     def dispatch(self, request: Request) -> None:
-        if self.pool.free_count() > 0:  # type: ignore[union-attr]
+        if self.processes is not None and self.processes.takes(request):
+            if self.processes.free_count() > 0:
+                self.start_task(request)
+            else:
+                self.cpu_ready.append(request)
+        elif self.pool.free_count() > 0:  # type: ignore[union-attr]
             self.start_task(request)
         else:
             self.ready.append(request)
@@ -345,7 +384,11 @@ class Worker:
             self.ack(request)
         request.time_start = time.time()
         self.state.active[request.id] = request
-        request.handle = self.pool.spawn(self.run_in_slot, request)  # type: ignore[union-attr]
+        processes = self.processes
+        if processes is not None and processes.takes(request):
+            request.handle = processes.submit(request, self.tracer, self.outcomes.append)  # type: ignore[arg-type]
+        else:
+            request.handle = self.pool.spawn(self.run_in_slot, request)  # type: ignore[union-attr]
 
     def run_in_slot(self, request: Request) -> None:
         """Runs in a pool slot: execute, then hand the outcome to the loop."""
@@ -378,6 +421,8 @@ class Worker:
         pool = self.pool
         while self.ready and pool.free_count() > 0:  # type: ignore[union-attr]
             self.start_task(self.ready.popleft())
+        while self.cpu_ready and self.processes.free_count() > 0:  # type: ignore[union-attr]
+            self.start_task(self.cpu_ready.popleft())
 
     # ------------------------------------------------------------------ acks
     def ack(self, request: Request) -> None:
@@ -468,8 +513,9 @@ class Worker:
                 self.consumer.cancel()
             except Exception as exc:  # the connection may already be gone
                 logger.debug("cancel failed: %r", exc)
-        waiting = list(self.ready) + self.eta.drain()
+        waiting = list(self.ready) + list(self.cpu_ready) + self.eta.drain()
         self.ready.clear()
+        self.cpu_ready.clear()
         for request in waiting:  # not started: back to the broker
             self._requeue(request)
         deadline = time.monotonic() + (0.0 if cold else self.shutdown_timeout)
@@ -488,6 +534,8 @@ class Worker:
         if self.events is not None:
             self.events.close()
         self._close_connection()
+        if self.processes is not None and self.processes is not getattr(self.pool, "processes", None):
+            self.processes.stop()  # the CPU pool; -P prefork stops its own with the pool
         if self.pool is not None:
             self.pool.stop()
         signals.worker_shutdown.send(sender=self, worker=self)
@@ -518,6 +566,9 @@ class Worker:
             "rejected": self.state.rejected,
             "eta_held": len(self.eta),
             "ready": len(self.ready),
+            "cpu_pool": (self.processes.info() if self.processes is not None and self.pool_name != "prefork"
+                         else None),
+            "cpu_ready": len(self.cpu_ready),
         }
 
 
