@@ -287,9 +287,10 @@ class App:
         queue = route["queue"]
         exchange = route["exchange"]
         routing_key = route["routing_key"]
+        declare = route.get("declare", [queue] if queue is not None else [])
         signals.before_task_publish.send(sender=headers["task"], body=body, exchange=exchange,
                                          routing_key=routing_key, headers=headers, properties=properties,
-                                         declare=[queue], retry_policy=retry_policy)
+                                         declare=declare, retry_policy=retry_policy)
         retry = self.conf.task_publish_retry if retry is None else retry
         policy = {**self.conf.task_publish_retry_policy, **(retry_policy or {})}
         try:
@@ -303,7 +304,7 @@ class App:
                 payload, exchange=exchange, routing_key=routing_key,
                 content_type=content_type, content_encoding=content_encoding,
                 headers=headers, priority=route.get("priority"),
-                compression=compression, declare=[queue],
+                compression=compression, declare=declare,
                 retry=retry, retry_policy=policy, **properties)
         signals.after_task_publish.send(sender=headers["task"], body=body, exchange=exchange,
                                         routing_key=routing_key, headers=headers)

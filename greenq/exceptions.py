@@ -28,6 +28,11 @@ class PatchError(ConfigurationError):
     monkey-patched too late (or with the other green library)."""
 
 
+class QueueNotFound(ConfigurationError):
+    """Raised when a task is sent (or a worker told to consume) a queue that
+    is not in ``task_queues`` while ``task_create_missing_queues`` is off."""
+
+
 class NotRegistered(GreenqError, KeyError):
     """Raised (and stored as the task's failure) when a task name is unknown."""
 
