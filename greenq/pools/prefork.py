@@ -211,6 +211,7 @@ class ProcessPool:
         self._respawn_failures = 0
         self._respawn_at = 0.0
         self._stopping = False
+        self._closed = False
         self._supervisor: Any = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -256,9 +257,14 @@ class ProcessPool:
         has requeued those requests.
         """
         with self._lock:
+            if self._closed:
+                return
             self._stopping = True
-            children = list(self._children)
         self._wake()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(POLL_MAX + 1.0)   # it returns at the top of its loop
+        with self._lock:
+            children = list(self._children)
         for child in children:
             if child.job is not None or not child.ready:
                 _kill(child.pid, signal.SIGKILL)
@@ -274,8 +280,10 @@ class ProcessPool:
                 _kill(child.pid, signal.SIGKILL)
                 child.process.join(1.0)
             _close(child)
-        if self._supervisor is not None:
-            self._supervisor.join(2.0)
+        with self._lock:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # ------------------------------------------------------------------ the loop's side
     def takes(self, request: "Request") -> bool:
@@ -384,6 +392,8 @@ class ProcessPool:
         return [c for c in self._children if not c.retiring]
 
     def _wake(self) -> None:
+        if self._closed:
+            return
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -424,6 +434,8 @@ class ProcessPool:
                     self._on_exit(child)
                 self._enforce_deadlines()
         except Exception:  # the pool is useless without its supervisor: say so loudly
+            if self._stopping:
+                return
             logger.critical("%s pool: the supervisor failed; no more tasks can run in child processes",
                             self.name, exc_info=True)
             raise

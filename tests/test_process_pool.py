@@ -1,0 +1,139 @@
+"""The process pool used by -P prefork and --cpu-pool, driven directly (no broker).
+
+Results go to the embedded store of a private data directory.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from greenq import states
+from greenq.exceptions import ConfigurationError, PoolError, TaskRevokedError, Terminated
+from greenq.execute import Tracer
+from greenq.pools.prefork import ProcessPool
+from greenq.protocol import Request
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    monkeypatch.setenv("GREENQ_HOME", str(tmp_path / "home"))   # the children inherit it
+    from tests.apps.mixed import app
+    app.__dict__.pop("backend", None)
+    yield app
+    app.close()
+
+
+class Outcomes:
+    def __init__(self):
+        self.items = []
+        self.arrived = threading.Event()
+
+    def __call__(self, outcome):
+        self.items.append(outcome)
+        self.arrived.set()
+
+    def wait(self, count=1, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while len(self.items) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(self.items) >= count, f"only {len(self.items)} outcomes after {timeout}s"
+        return self.items
+
+
+def request_for(app, name, *args, **fields):
+    task = app.tasks[f"tests.apps.mixed.{name}"]
+    return Request(id=str(uuid.uuid4()), name=task.name, args=list(args), kwargs={}, task=task,
+                   hostname="test@host", delivery_info={"routing_key": "celery"}, **fields)
+
+
+def wait_free(pool, count, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while pool.free_count() < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pool.free_count()
+
+
+def test_revoke_terminate_kills_the_child_and_stores_revoked(app):
+    pool = ProcessPool(app, 1)
+    pool.start()
+    try:
+        outcomes = Outcomes()
+        request = request_for(app, "sleep", 30)
+        job = pool.submit(request, Tracer(app, None, "test@host"), outcomes)
+        assert pool.free_count() == 0 and pool.active == 1
+        assert request.worker_pid == job.child.pid
+        time.sleep(0.3)
+        assert pool.kill(job, Terminated)
+        assert not pool.kill(job, Terminated)          # once
+        [outcome] = outcomes.wait()
+        assert outcome.state == states.REVOKED
+        with pytest.raises(TaskRevokedError):
+            app.AsyncResult(request.id).get(timeout=5)
+        assert wait_free(pool, 1) == 1                  # replaced
+        assert pool.info()["replaced"] == 1
+    finally:
+        pool.stop()
+
+
+def test_outcomes_come_back_with_the_childs_report(app):
+    pool = ProcessPool(app, 2)
+    pool.start()
+    try:
+        outcomes = Outcomes()
+        tracer = Tracer(app, None, "test@host")
+        ok, bad = request_for(app, "add", 2, 3), request_for(app, "die", "exit")
+        pool.submit(ok, tracer, outcomes)
+        pool.submit(bad, tracer, outcomes)
+        by_id = {o.request.id: o for o in outcomes.wait(2)}
+        assert (by_id[ok.id].state, repr(by_id[ok.id].retval), by_id[ok.id].action) == ("SUCCESS", "5", "ack")
+        assert app.AsyncResult(ok.id).get(timeout=5) == 5           # stored by the child
+        assert by_id[bad.id].state == "FAILURE"
+        assert "WorkerLostError" in repr(by_id[bad.id].exc)
+        assert pool.join(10)
+    finally:
+        pool.stop()
+
+
+def test_grow_and_shrink(app):
+    pool = ProcessPool(app, 1)
+    pool.start()
+    try:
+        assert pool.grow(1) == 2
+        assert wait_free(pool, 2) == 2
+        assert len(pool.info()["processes"]) == 2
+        assert pool.shrink(1) == 1
+        assert wait_free(pool, 1) == 1 and len(pool.info()["processes"]) == 1
+    finally:
+        pool.stop()
+
+
+def test_submit_without_an_idle_child_is_an_error(app):
+    pool = ProcessPool(app, 1)
+    pool.start()
+    try:
+        tracer = Tracer(app, None, "test@host")
+        pool.submit(request_for(app, "sleep", 0.5), tracer, Outcomes())
+        with pytest.raises(PoolError, match="check free_count"):
+            pool.submit(request_for(app, "add", 1, 1), tracer, Outcomes())
+    finally:
+        pool.stop()
+
+
+def test_a_child_that_cannot_import_the_app_fails_start_with_its_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("GREENQ_HOME", str(tmp_path))
+    from tests.apps.broken_in_child import app
+    pool = ProcessPool(app, 1)
+    started = time.monotonic()
+    with pytest.raises(PoolError, match="refuses to load in a child process"):
+        pool.start(timeout=30)
+    assert time.monotonic() - started < 15
+
+
+def test_fork_is_refused(app):
+    with pytest.raises(ConfigurationError, match="spawn, forkserver"):
+        ProcessPool(app, 1, start_method="fork")
