@@ -113,6 +113,8 @@ SETTINGS: dict[str, Option] = {
     "worker_pool_start_method": Option(
         "spawn", (str,), "how child processes start (prefork, --cpu-pool): spawn or forkserver, never fork",
         lambda v: None if v in ("spawn", "forkserver") else "must be 'spawn' or 'forkserver'"),
+    "worker_process_prefetch": Option(1, (int,), "requests sent ahead to a busy child process, so it "
+                                      "starts the next at once; 0: idle children only", _non_negative),
     "worker_cpu_pool": Option(0, (int,), "child processes for CPU-bound tasks in a green or threads "
                               "worker (--cpu-pool); 0: none", _non_negative),
     "worker_cpu_queues": Option((), (list, tuple), "queues whose tasks run in the CPU pool (--cpu-queues)"),

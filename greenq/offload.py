@@ -96,5 +96,5 @@ def warn_about_cpu_tasks(app: "App", pool_name: str, consumed: Iterable[str]) ->
 
 def process_pool_options(options: dict[str, Any]) -> dict[str, Any]:
     """The subset of worker pool options a ProcessPool understands."""
-    wanted = ("max_tasks_per_child", "max_memory_per_child", "start_method")
+    wanted = ("max_tasks_per_child", "max_memory_per_child", "start_method", "prefetch")
     return {k: v for k, v in options.items() if k in wanted and v is not None}

@@ -65,7 +65,7 @@ def test_revoke_terminate_kills_the_child_and_stores_revoked(app):
         outcomes = Outcomes()
         request = request_for(app, "sleep", 30)
         job = pool.submit(request, Tracer(app, None, "test@host"), outcomes)
-        assert pool.free_count() == 0 and pool.active == 1
+        assert pool.free_count() == 1 and pool.active == 1   # one more may wait in the child's pipe
         assert request.worker_pid == job.child.pid
         time.sleep(0.3)
         assert pool.kill(job, Terminated)
@@ -74,7 +74,7 @@ def test_revoke_terminate_kills_the_child_and_stores_revoked(app):
         assert outcome.state == states.REVOKED
         with pytest.raises(TaskRevokedError):
             app.AsyncResult(request.id).get(timeout=5)
-        assert wait_free(pool, 1) == 1                  # replaced
+        assert wait_free(pool, 2) == 2                  # replaced
         assert pool.info()["replaced"] == 1
     finally:
         pool.stop()
@@ -104,22 +104,71 @@ def test_grow_and_shrink(app):
     pool.start()
     try:
         assert pool.grow(1) == 2
-        assert wait_free(pool, 2) == 2
+        assert wait_free(pool, 4) == 4   # two children, each idle with room for one more
         assert len(pool.info()["processes"]) == 2
         assert pool.shrink(1) == 1
-        assert wait_free(pool, 1) == 1 and len(pool.info()["processes"]) == 1
+        assert len(pool.info()["processes"]) == 1 and pool.free_count() == 2
     finally:
         pool.stop()
 
 
-def test_submit_without_an_idle_child_is_an_error(app):
-    pool = ProcessPool(app, 1)
+def test_submit_beyond_free_count_is_an_error(app):
+    pool = ProcessPool(app, 1, prefetch=0)
     pool.start()
     try:
         tracer = Tracer(app, None, "test@host")
         pool.submit(request_for(app, "sleep", 0.5), tracer, Outcomes())
+        assert pool.free_count() == 0
         with pytest.raises(PoolError, match="check free_count"):
             pool.submit(request_for(app, "add", 1, 1), tracer, Outcomes())
+    finally:
+        pool.stop()
+
+
+def test_a_request_queued_behind_a_crash_is_requeued_not_failed(app):
+    pool = ProcessPool(app, 1)   # prefetch 1: the second request waits in the child's pipe
+    pool.start()
+    try:
+        outcomes, tracer = Outcomes(), Tracer(app, None, "test@host")
+        crash, queued = request_for(app, "die"), request_for(app, "add", 1, 1)
+        pool.submit(crash, tracer, outcomes)
+        pool.submit(queued, tracer, outcomes)
+        by_id = {o.request.id: o for o in outcomes.wait(2)}
+        assert by_id[crash.id].state == "FAILURE"
+        assert (by_id[queued.id].state, by_id[queued.id].action) == ("REJECTED", "requeue")
+        assert app.AsyncResult(queued.id).state == "PENDING"   # it never ran
+    finally:
+        pool.stop()
+
+
+def test_revoking_a_queued_request_does_not_touch_the_running_one(app):
+    pool = ProcessPool(app, 1)
+    pool.start()
+    try:
+        outcomes, tracer = Outcomes(), Tracer(app, None, "test@host")
+        running, queued = request_for(app, "sleep", 0.5), request_for(app, "sleep", 30)
+        pool.submit(running, tracer, outcomes)
+        job = pool.submit(queued, tracer, outcomes)
+        assert pool.kill(job, Terminated)
+        by_id = {o.request.id: o for o in outcomes.wait(2)}
+        assert by_id[running.id].state == "SUCCESS"
+        assert by_id[queued.id].state == "REVOKED"
+    finally:
+        pool.stop()
+
+
+def test_max_tasks_per_child_limits_what_is_sent_ahead(app):
+    pool = ProcessPool(app, 1, max_tasks_per_child=1)
+    pool.start()
+    try:
+        outcomes, tracer = Outcomes(), Tracer(app, None, "test@host")
+        pool.submit(request_for(app, "pid"), tracer, outcomes)
+        assert pool.free_count() == 0   # this child runs one task in its life
+        first = outcomes.wait(1)[0]
+        assert wait_free(pool, 1) == 1
+        pool.submit(request_for(app, "pid"), tracer, outcomes)
+        second = outcomes.wait(2)[1]
+        assert first.request.worker_pid != second.request.worker_pid
     finally:
         pool.stop()
 

@@ -28,6 +28,7 @@ unpatched worker (``-P prefork``) it is an OS thread.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import multiprocessing
@@ -100,10 +101,10 @@ class ChildException(Exception):
 
 
 class Job:
-    """One request running (or about to run) in a child; the handle for ``kill``."""
+    """One request running (or queued to run next) in a child; the handle for ``kill``."""
 
     __slots__ = ("id", "request", "tracer", "on_outcome", "pool", "child", "deadline", "hard",
-                 "sent_at", "reason")
+                 "started_at", "reason")
 
     def __init__(self, job_id: int, request: "Request", tracer: "Tracer",
                  on_outcome: Callable[[Outcome], Any], pool: "ProcessPool") -> None:
@@ -115,8 +116,13 @@ class Job:
         self.child: Child | None = None
         self.deadline: float | None = None
         self.hard: float | None = None
-        self.sent_at = 0.0
-        self.reason: str | None = None  # why the parent ended it: "timeout", "terminated"
+        self.started_at: float | None = None  # None while queued behind another job
+        self.reason: str | None = None  # why the parent ended it: "timeout", "terminated", "unsent"
+
+    def start_clock(self, now: float) -> None:
+        """The child begins this job now: its hard limit counts from here."""
+        self.started_at = now
+        self.deadline = now + self.hard if self.hard else None
 
     def kill(self, exc_type: type[BaseException] = Terminated) -> bool:
         """End this job's child (see :meth:`ProcessPool.kill`)."""
@@ -127,7 +133,9 @@ class Job:
 
 
 class Child:
-    __slots__ = ("process", "tx", "rx", "pid", "ready", "job", "tasks", "retiring", "number")
+    """A child process and the jobs sent to it: the first runs, the others wait in its pipe."""
+
+    __slots__ = ("process", "tx", "rx", "pid", "ready", "jobs", "tasks", "retiring", "number")
 
     def __init__(self, process: Any, tx: Any, rx: Any, number: int) -> None:
         self.process = process
@@ -135,14 +143,15 @@ class Child:
         self.rx = rx          # child -> parent: ready, done, boot-error
         self.pid: int = process.pid
         self.ready = False
-        self.job: Job | None = None
+        self.jobs: collections.deque[Job] = collections.deque()
         self.tasks = 0
         self.retiring = False
         self.number = number
 
     @property
-    def idle(self) -> bool:
-        return self.ready and self.job is None and not self.retiring
+    def job(self) -> Job | None:
+        """The job the child is running."""
+        return self.jobs[0] if self.jobs else None
 
     def __repr__(self) -> str:
         return f"<child {self.number} pid {self.pid}>"
@@ -174,12 +183,18 @@ class ProcessPool:
         time_limit, soft_time_limit: the worker's defaults, for tasks and
             messages that set none.
         name: for logs and process names ("prefork", "cpu").
+        prefetch: requests sent ahead to a busy child, so that it starts the
+            next one the moment it finishes instead of waiting for the parent
+            to notice (default ``worker_process_prefetch``, 1; 0 sends work to
+            idle children only).  A request waiting in a dead child's pipe
+            never started: it is requeued.
     """
 
     def __init__(self, app: "App", size: int, *, takes: Callable[["Request"], bool] | None = None,
                  max_tasks_per_child: int | None = None, max_memory_per_child: int | None = None,
                  start_method: str | None = None, time_limit: float | None = None,
-                 soft_time_limit: float | None = None, name: str = "prefork", **ignored: Any) -> None:
+                 soft_time_limit: float | None = None, name: str = "prefork", prefetch: int | None = None,
+                 **ignored: Any) -> None:
         if size < 1:
             raise ConfigurationError(f"a process pool needs at least 1 process, got {size}")
         start_method = start_method or app.conf.worker_pool_start_method
@@ -198,6 +213,7 @@ class ProcessPool:
         self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.start_method = start_method
+        self.depth = 1 + (app.conf.worker_process_prefetch if prefetch is None else prefetch)
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
         self._context = multiprocessing.get_context(start_method)
@@ -210,6 +226,7 @@ class ProcessPool:
         self._boot_error: str | None = None
         self._respawn_failures = 0
         self._respawn_at = 0.0
+        self._last_exit = "an unknown status"
         self._stopping = False
         self._closed = False
         self._supervisor: Any = None
@@ -236,6 +253,13 @@ class ProcessPool:
         deadline = time.monotonic() + timeout
         with self._lock:
             while not self._boot_error and sum(c.ready for c in self._children) < self.size:
+                if self._respawn_failures >= 3 and not any(c.ready for c in self._children):
+                    self._boot_error = (
+                        f"{self._respawn_failures} child processes exited before they were ready "
+                        f"(the last with {self._last_exit}). A child imports the worker's __main__ module "
+                        "again when it starts: if you start the worker from a script, put that code under "
+                        "`if __name__ == '__main__':`.")
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -266,7 +290,7 @@ class ProcessPool:
         with self._lock:
             children = list(self._children)
         for child in children:
-            if child.job is not None or not child.ready:
+            if child.jobs or not child.ready:
                 _kill(child.pid, signal.SIGKILL)
             else:
                 try:
@@ -290,13 +314,23 @@ class ProcessPool:
         """True when ``request`` should run in this pool."""
         return self._takes is None or self._takes(request)
 
+    def _room(self, child: Child) -> int:
+        """How many more jobs ``child`` may be sent now."""
+        if not child.ready or child.retiring:
+            return 0
+        room = self.depth - len(child.jobs)
+        if self.max_tasks_per_child:   # never send a child more than it will run before retiring
+            room = min(room, self.max_tasks_per_child - child.tasks - len(child.jobs))
+        return max(room, 0)
+
     def free_count(self) -> int:
-        """Children ready for a request now."""
-        return sum(1 for c in self._children if c.idle)
+        """Requests the children can take now (idle ones, plus one queued per busy one)."""
+        return sum(self._room(c) for c in self._children)
 
     @property
     def active(self) -> int:
-        return sum(1 for c in self._children if c.job is not None)
+        """Requests sent to children and not finished."""
+        return sum(len(c.jobs) for c in self._children)
 
     def submit(self, request: "Request", tracer: "Tracer", on_outcome: Callable[[Outcome], Any]) -> Job:
         """Send ``request`` to an idle child; ``on_outcome(outcome)`` is called when it is done.
@@ -308,14 +342,16 @@ class ProcessPool:
         job = Job(next(self._job_ids), request, tracer, on_outcome, self)
         soft, hard = tracer.limits_for(request, request.task)
         with self._lock:
-            child = next((c for c in self._children if c.idle), None)
-            if child is None:
-                raise PoolError(f"no idle {self.name} child process: check free_count() before submit()")
-            child.job = job
+            candidates = [c for c in self._children if self._room(c)]
+            if not candidates:
+                raise PoolError(f"no {self.name} child process can take a request: "
+                                "check free_count() before submit()")
+            child = min(candidates, key=lambda c: len(c.jobs))   # an idle child first
+            child.jobs.append(job)
             job.child = child
             job.hard = hard
-            job.sent_at = time.monotonic()
-            job.deadline = job.sent_at + hard if hard else None
+            if len(child.jobs) == 1:
+                job.start_clock(time.monotonic())
         request.worker_pid = child.pid
         if tracer.emit is not None:
             tracer.emit("task-started", request)
@@ -325,12 +361,12 @@ class ProcessPool:
         try:
             child.tx.send((job.id, fields))
         except (OSError, ValueError, pickle.PicklingError) as exc:
-            # a dead child is noticed (and the job finished) by the supervisor;
-            # a message that cannot be pickled fails here and now
-            if not isinstance(exc, OSError):
-                with self._lock:
-                    child.job = None
-                raise
+            with self._lock:
+                if not isinstance(exc, OSError):   # cannot be pickled: fail here and now
+                    child.jobs.remove(job)
+                    raise
+                # the child is gone; the supervisor notices and requeues the job
+                job.reason = "unsent"
             logger.debug("sending %r to %r failed: %r", request, child, exc)
         if job.deadline is not None:
             self._wake()  # the supervisor may be sleeping past this deadline
@@ -344,9 +380,11 @@ class ProcessPool:
         """
         with self._lock:
             child = job.child
-            if child is None or child.job is not job or job.reason is not None:
+            if child is None or job not in child.jobs or job.reason is not None:
                 return False
             job.reason = "timeout" if issubclass(exc_type, HardTimeLimit) else "terminated"
+            if child.job is not job:
+                return True   # queued: the child is killed when it reaches this job
         return _kill(child.pid, signal.SIGKILL)
 
     def join(self, timeout: float | None) -> bool:
@@ -370,7 +408,7 @@ class ProcessPool:
         with self._lock:
             self.size = max(1, self.size - max(0, n))
             extra = len(self._live()) - self.size
-            for child in sorted(self._live(), key=lambda c: c.job is not None):
+            for child in sorted(self._live(), key=lambda c: len(c.jobs)):
                 if extra <= 0:
                     break
                 self._retire(child, "the pool shrank")
@@ -494,22 +532,29 @@ class ProcessPool:
         return True
 
     def _on_done(self, child: Child, job_id: int, report: dict[str, Any]) -> None:
+        kill_now = False
         with self._lock:
             job = child.job
             if job is None or job.id != job_id:
                 logger.warning("%s pool: child %d reported job %s it was not running", self.name,
                                child.pid, job_id)
                 return
-            child.job = None
+            child.jobs.popleft()
             child.tasks += 1
             rss = report.get("rss")
-            if job.reason is not None:
-                child.retiring = True  # it finished just as it was killed: report what it did
+            following = child.job
+            if following is not None:   # already in the child's pipe: it has started
+                following.start_clock(time.monotonic())
+                kill_now = following.reason is not None   # revoked or timed out while queued
+            if job.reason is not None or kill_now:
+                child.retiring = True   # being killed (the job finished first: report what it did)
             elif self.max_tasks_per_child and child.tasks >= self.max_tasks_per_child:
                 self._retire(child, f"it ran {child.tasks} tasks (max_tasks_per_child)")
             elif self.max_memory_per_child and rss and rss > self.max_memory_per_child:
                 self._retire(child, f"it uses {rss} KiB (max_memory_per_child {self.max_memory_per_child})")
             self._changed.notify_all()
+        if kill_now:
+            _kill(child.pid, signal.SIGKILL)
         exc = report.get("exc")
         outcome = Outcome(job.request, report["state"], report["action"],
                           retval=Shown(report.get("retval", "None")),
@@ -518,32 +563,35 @@ class ProcessPool:
         self._deliver(job, outcome)
 
     def _retire(self, child: Child, why: str) -> None:
-        """Let ``child`` finish its job, then exit; a replacement starts now."""
+        """Let ``child`` finish the jobs it has, then exit; a replacement starts now."""
         if child.retiring:
             return
         child.retiring = True
         self.replaced += 1
         logger.info("%s pool: replacing child %d: %s", self.name, child.pid, why)
-        if child.job is None:
-            try:
-                child.tx.send(None)
-            except OSError:
-                pass
+        try:
+            child.tx.send(None)   # behind the jobs already in its pipe
+        except OSError:
+            pass
         self._wake()
 
     def _on_exit(self, child: Child) -> None:
+        while self._readable(child) and self._receive(child):
+            pass   # reports written just before it exited
         child.process.join(0.5)  # reap; the sentinel says it has exited
         exitcode = child.process.exitcode
         with self._lock:
             if child not in self._children:
                 return
             self._children.remove(child)
-            job, child.job = child.job, None
-            planned = child.retiring and job is None
+            jobs = list(child.jobs)
+            child.jobs.clear()
+            planned = child.retiring and not jobs
             if not planned and not self._stopping:
                 self.replaced += 1
                 if not child.ready:
                     self._respawn_failures += 1
+                    self._last_exit = describe_exit(exitcode)
                     self._respawn_at = time.monotonic() + min(
                         RESPAWN_BACKOFF_MAX, 0.5 * 2 ** (self._respawn_failures - 1))
             self._changed.notify_all()
@@ -551,12 +599,34 @@ class ProcessPool:
         if planned or self._stopping:
             logger.debug("%s pool: child %d exited (%s)", self.name, child.pid, describe_exit(exitcode))
             return
-        if job is None:
+        if not jobs:
             if child.ready:  # a child that failed to boot has said why already
                 logger.error("%s pool: idle child %d exited unexpectedly (%s); starting a new one",
                              self.name, child.pid, describe_exit(exitcode))
             return
-        self._deliver(job, self._ended_outcome(job, child, exitcode))
+        running, waiting = jobs[0], jobs[1:]
+        if running.reason == "unsent":
+            waiting.insert(0, running)
+        else:
+            self._deliver(running, self._ended_outcome(running, child, exitcode))
+        for job in waiting:
+            self._deliver(job, self._unstarted_outcome(job, child))
+
+    @staticmethod
+    def _readable(child: Child) -> bool:
+        try:
+            return bool(child.rx.poll(0))
+        except (OSError, EOFError, ValueError):
+            return False
+
+    def _unstarted_outcome(self, job: Job, child: Child) -> Outcome:
+        """A job that was waiting in the pipe of a child that exited: it never ran."""
+        request = job.request
+        if job.reason == "terminated":
+            return job.tracer.on_terminated(request.task, request, True)
+        logger.warning("task %s[%s] was waiting for child %d, which exited: requeued", request.name,
+                       request.id, child.pid)
+        return Outcome(request, states.REJECTED, REQUEUE)
 
     def _ended_outcome(self, job: Job, child: Child, exitcode: int | None) -> Outcome:
         """The outcome of a job whose child did not report: stored here, in the parent."""
@@ -589,7 +659,7 @@ class ProcessPool:
             _kill(child.pid, signal.SIGKILL)
 
     def _deliver(self, job: Job, outcome: Outcome) -> None:
-        outcome.runtime = time.monotonic() - job.sent_at
+        outcome.runtime = time.monotonic() - job.started_at if job.started_at is not None else 0.0
         try:
             if job.tracer.emit is not None:
                 job.tracer.emit_outcome(outcome)

@@ -1,0 +1,1 @@
+"""Example applications; run them from the repository root (``python -m examples.feedhub``)."""
