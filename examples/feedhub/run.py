@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "child processes.")
     sub = parser.add_subparsers(dest="command")
     d = sub.add_parser("demo", help="start a feed server and a worker, crawl, summarise (the default)")
-    d.add_argument("--feeds", type=int, default=2000, help="how many feeds to crawl (0: all) [%(default)s]")
+    d.add_argument("--feeds", type=int, default=1000, help="how many feeds to crawl (0: all) [%(default)s]")
     d.add_argument("--sites", type=int, default=200, help="domains on the feed server [%(default)s]")
     d.add_argument("--feeds-per-site", type=int, default=10)
     d.add_argument("-P", "--pool", default="gevent", choices=["gevent", "prefork", "threads"])
