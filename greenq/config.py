@@ -117,6 +117,9 @@ SETTINGS: dict[str, Option] = {
                                       "starts the next at once; 0: idle children only", _non_negative),
     "worker_cpu_pool": Option(0, (int,), "child processes for CPU-bound tasks in a green or threads "
                               "worker (--cpu-pool); 0: none", _non_negative),
+    "worker_cpu_pool_nice": Option(10, (int,), "niceness added to CPU-pool processes, so the kernel "
+                                   "runs the green worker first on a busy machine; 0: none",
+                                   lambda v: None if 0 <= v <= 19 else "must be between 0 and 19"),
     "worker_cpu_queues": Option((), (list, tuple), "queues whose tasks run in the CPU pool (--cpu-queues)"),
     # time and names
     "timezone": Option("UTC", (str,)),

@@ -194,6 +194,7 @@ class Worker:
         from greenq.pools.prefork import ProcessPool
         processes = ProcessPool(self.app, self.cpu_pool, takes=offload.CpuBound(self.app, self.cpu_queues),
                                 time_limit=self.time_limit, soft_time_limit=self.soft_time_limit, name="cpu",
+                                nice=self.app.conf.worker_cpu_pool_nice,
                                 **offload.process_pool_options(self.pool_options))
         processes.start()
         return processes

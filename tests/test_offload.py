@@ -74,6 +74,13 @@ def test_a_cpu_queue_sends_any_task_to_the_pool(green):
     assert app.send_task("tests.apps.mixed.pid").get(timeout=20) == proc.pid
 
 
+def test_cpu_processes_run_at_a_lower_priority_than_the_green_threads(green):
+    proc, app, queue = green
+    here = app.send_task("tests.apps.mixed.niceness").get(timeout=20)
+    there = app.send_task("tests.apps.mixed.niceness", queue=f"{queue}-cpu").get(timeout=20)
+    assert there == min(here + 10, 19)   # worker_cpu_pool_nice
+
+
 def test_hard_time_limit_of_an_offloaded_task(green):
     proc, app, queue = green
     started = time.monotonic()

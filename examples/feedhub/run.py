@@ -47,6 +47,7 @@ class Progress:
         self.fetching = list(fetch_ids)
         self.parsing: list[str] = []
         self.total = len(fetch_ids)
+        self.fetched_at: float | None = None   # when the last fetch finished
         self.done = 0
         self.entries = 0
         self.new = 0
@@ -64,6 +65,8 @@ class Progress:
             else:
                 still.append(task_id)
         self.fetching = still
+        if not still and self.fetched_at is None:
+            self.fetched_at = time.monotonic()
         still = []
         for task_id, meta in zip(self.parsing, self.backend.get_many_meta(self.parsing)):
             if meta["status"] == "SUCCESS":
@@ -114,12 +117,14 @@ def send_and_watch(urls: list[str], timeout: float, quiet: bool = False) -> dict
                   file=sys.stderr, flush=True)
             last_line = now
     elapsed = time.monotonic() - started
+    fetch_seconds = (progress.fetched_at or time.monotonic()) - started
     if tty and not quiet:
         print(file=sys.stderr)
     app.close()
     return {
         "feeds": progress.total, "done": progress.done, "seconds": round(elapsed, 2),
         "send_seconds": round(sent, 2), "feeds_per_second": round(progress.done / elapsed, 1),
+        "fetch_seconds": round(fetch_seconds, 2), "fetched_per_second": round(progress.total / fetch_seconds, 1),
         "entries": progress.entries, "entries_new": progress.new, "retries": progress.retries,
         "failures": dict(progress.failures), "unfinished": progress.total - progress.done,
     }
@@ -129,6 +134,8 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
     print(f"\nfeedhub: {title}")
     print(f"  feeds:          {summary['done']} of {summary['feeds']} in {summary['seconds']:.1f}s "
           f"= {summary['feeds_per_second']:.1f} feeds/s")
+    print(f"  fetch stage:    every feed fetched (or given up) after {summary['fetch_seconds']:.1f}s "
+          f"= {summary['fetched_per_second']:.1f} feeds/s")
     print(f"  entries stored: {summary['entries_new']} new ({summary['entries']} parsed)")
     print(f"  retries:        {summary['retries']} (5xx and timeouts that later succeeded)")
     failures = summary["failures"]
@@ -195,11 +202,17 @@ def demo(args: argparse.Namespace) -> int:
     os.makedirs(home, exist_ok=True)
     env = {**os.environ, "GREENQ_HOME": home, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONUNBUFFERED": "1"}
-    env.pop("GREENQ_BROKER_URL", None)
-    env.pop("GREENQ_RESULT_BACKEND", None)
+    if args.broker:   # on Redis, results go next to the queues (examples/feedhub/tasks.py)
+        env["GREENQ_BROKER_URL"] = os.environ["GREENQ_BROKER_URL"] = args.broker
+        if not (args.broker.startswith("redis") or os.environ.get("GREENQ_RESULT_BACKEND")):
+            print("feedhub: with this broker, set GREENQ_RESULT_BACKEND (e.g. redis://...) so that "
+                  "progress can be read", file=sys.stderr)
+            return 2
+    else:
+        for name in ("GREENQ_BROKER_URL", "GREENQ_RESULT_BACKEND"):
+            env.pop(name, None)
+            os.environ.pop(name, None)
     os.environ.update(GREENQ_HOME=home)
-    os.environ.pop("GREENQ_BROKER_URL", None)
-    os.environ.pop("GREENQ_RESULT_BACKEND", None)
     server_args = ["--port", "0", "--sites", str(args.sites), "--feeds-per-site", str(args.feeds_per_site),
                    "--latency", str(args.latency), "--error-rate", str(args.error_rate),
                    "--timeout-rate", str(args.timeout_rate), "--malformed-rate", str(args.malformed_rate),
@@ -227,7 +240,7 @@ def demo(args: argparse.Namespace) -> int:
         random.Random(args.seed).shuffle(urls)
         urls = urls[: args.feeds] if args.feeds else urls
         summary = send_and_watch(urls, args.timeout)
-        print_summary(summary, f"{' '.join(pool_args)} on the embedded broker")
+        print_summary(summary, f"{' '.join(pool_args)} on {args.broker or 'the embedded broker'}")
         summary.update(pool=" ".join(pool_args), home=home)
         if args.json:
             with open(args.json, "w") as f:
@@ -276,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--fetch-timeout", type=float, default=2.0, help="the crawler's HTTP timeout (s)")
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
+    d.add_argument("--broker", help="broker URL, e.g. redis://127.0.0.1:6379/0 [the embedded broker]")
     d.add_argument("--home", help="greenq data directory [a new temporary one]")
     d.add_argument("--clean", action="store_true", help="delete the temporary data directory afterwards")
     d.add_argument("--json", help="also write the summary to this file")

@@ -72,7 +72,8 @@ def task_modules(app: Any) -> list[str]:
     return modules
 
 
-def boot_info(app: Any, time_limit: float | None, soft_time_limit: float | None, name: str) -> dict[str, Any]:
+def boot_info(app: Any, time_limit: float | None, soft_time_limit: float | None, name: str,
+              nice: int = 0) -> dict[str, Any]:
     """What a child needs to rebuild the parent's app (picklable)."""
     module, attr = app_reference(app)
     changes = {}
@@ -90,6 +91,7 @@ def boot_info(app: Any, time_limit: float | None, soft_time_limit: float | None,
         "time_limit": time_limit,
         "soft_time_limit": soft_time_limit,
         "pool": name,
+        "nice": nice,
         "log": {"level": root.level, "file": files[0] if files else None,
                 "format": app.conf.worker_log_format, "configure": bool(root.handlers)},
     }
@@ -183,6 +185,9 @@ def main(rx: Any, tx: Any, boot: dict[str, Any]) -> None:
     global CHILD
     CHILD = True
     _signal_hygiene()
+    if boot.get("nice"):
+        with contextlib.suppress(OSError):
+            os.nice(boot["nice"])
     try:
         _setup_logging(boot["log"])
         app = _bootstrap(boot)

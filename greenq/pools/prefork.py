@@ -188,13 +188,16 @@ class ProcessPool:
             to notice (default ``worker_process_prefetch``, 1; 0 sends work to
             idle children only).  A request waiting in a dead child's pipe
             never started: it is requeued.
+        nice: added to the children's scheduling niceness (``os.nice``), so
+            that on a busy machine the kernel runs the worker itself first
+            (the CPU offload uses this to keep the I/O green threads prompt).
     """
 
     def __init__(self, app: "App", size: int, *, takes: Callable[["Request"], bool] | None = None,
                  max_tasks_per_child: int | None = None, max_memory_per_child: int | None = None,
                  start_method: str | None = None, time_limit: float | None = None,
                  soft_time_limit: float | None = None, name: str = "prefork", prefetch: int | None = None,
-                 **ignored: Any) -> None:
+                 nice: int = 0, **ignored: Any) -> None:
         if size < 1:
             raise ConfigurationError(f"a process pool needs at least 1 process, got {size}")
         start_method = start_method or app.conf.worker_pool_start_method
@@ -214,6 +217,7 @@ class ProcessPool:
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.start_method = start_method
         self.depth = 1 + (app.conf.worker_process_prefetch if prefetch is None else prefetch)
+        self.nice = nice
         self.time_limit = time_limit
         self.soft_time_limit = soft_time_limit
         self._context = multiprocessing.get_context(start_method)
@@ -244,7 +248,7 @@ class ProcessPool:
                 the message), or the children were not ready in ``timeout``.
         """
         from greenq.pools.child import boot_info
-        self._boot = boot_info(self.app, self.time_limit, self.soft_time_limit, self.name)
+        self._boot = boot_info(self.app, self.time_limit, self.soft_time_limit, self.name, self.nice)
         if self.start_method == "forkserver":
             self._context.set_forkserver_preload(["greenq.pools.child", *self._boot["modules"]])
         self._supervisor = threading.Thread(target=self._supervise, name=f"greenq-{self.name}-supervisor",
@@ -420,6 +424,7 @@ class ProcessPool:
             "processes": [c.pid for c in self._children if not c.retiring],
             "max-concurrency": self.size,
             "start-method": self.start_method,
+            "nice": self.nice,
             "max-tasks-per-child": self.max_tasks_per_child,
             "max-memory-per-child": self.max_memory_per_child,
             "replaced": self.replaced,

@@ -124,3 +124,9 @@ def io_wait(seconds, sent_at):
     """An I/O-bound task: waits, then says when it finished and where it ran."""
     time.sleep(seconds)  # patched under gevent: yields
     return {"finished_at": time.time(), "sent_at": sent_at, "pid": os.getpid()}
+
+
+@app.task
+def niceness():
+    """The scheduling niceness of the process running the task."""
+    return os.nice(0)
