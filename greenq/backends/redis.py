@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from greenq import states
 from greenq.backends.base import Backend, GroupCommit, pending_meta
@@ -63,7 +64,7 @@ class RedisBackend(Backend):
             health_check_interval=options.pop("health_check_interval", 25),
             **options)
         self.client = redis.Redis(connection_pool=self.pool)
-        self._store_script = self.client.register_script(STORE_SCRIPT)
+        self._store_sha: str | None = None
         self._writes = GroupCommit(self._write_many)
 
     def key_for(self, task_id: str) -> str:
@@ -75,20 +76,32 @@ class RedisBackend(Backend):
 
     def _write_many(self, items: list[tuple[str, Any, int]]) -> None:
         try:
-            if len(items) == 1:
-                key, payload, ttl = items[0]
-                self._store_script(keys=[key], args=[payload, ttl])
-                return
-            pipe = self.client.pipeline(transaction=False)
-            for key, payload, ttl in items:
-                self._store_script(keys=[key], args=[payload, ttl], client=pipe)
-            pipe.execute()
+            try:
+                self._evalsha_many(items)
+            except NoScriptError:
+                # Redis restarted or flushed its script cache: load and write again
+                # (writing the same value twice is harmless).
+                self._store_sha = None
+                self._evalsha_many(items)
         except RedisConnectionError as exc:
             if "Timeout" in str(exc) or "pool" in str(exc).lower():
                 raise PoolError(
                     f"no Redis result connection free within {self.pool.timeout}s "
                     f"({self.pool.max_connections} in the pool): raise result_max_connections") from exc
             raise
+
+    def _evalsha_many(self, items: list[tuple[str, Any, int]]) -> None:
+        sha = self._store_sha
+        if sha is None:
+            sha = self._store_sha = self.client.script_load(STORE_SCRIPT)
+        if len(items) == 1:
+            key, payload, ttl = items[0]
+            self.client.execute_command("EVALSHA", sha, 1, key, payload, ttl)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, payload, ttl in items:
+            pipe.execute_command("EVALSHA", sha, 1, key, payload, ttl)
+        pipe.execute()
 
     def _get(self, task_id: str) -> dict[str, Any] | None:
         payload = self.client.get(self.key_for(task_id))
