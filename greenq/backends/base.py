@@ -51,11 +51,11 @@ class Backend:
         self.namespace = conf.result_namespace
 
     # encoding ---------------------------------------------------------------
-    def encode(self, meta: dict[str, Any]) -> bytes | str:
-        _, _, payload = dumps(meta, serializer=self.serializer)
+    def encode(self, value: Any) -> bytes | str:
+        _, _, payload = dumps(value, serializer=self.serializer)
         return payload
 
-    def decode(self, payload: bytes | str) -> dict[str, Any]:
+    def decode(self, payload: bytes | str) -> Any:
         content_type = {"json": "application/json", "pickle": "application/x-python-serialize",
                         "msgpack": "application/x-msgpack", "yaml": "application/x-yaml"}.get(
             self.serializer, self.serializer)
