@@ -7,7 +7,6 @@ monkey-patched for gevent after ``App(...)`` and ``@app.task`` have run.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import datetime
 from functools import cached_property
@@ -82,7 +81,6 @@ class App:
         self.conf.update(settings)
         self.tasks = TaskRegistry()
         self._concurrency_hint: int | None = None
-        self._lock = threading.RLock()
         self._finalize_callbacks: list[Callable[[], None]] = []
         _apps.append(self)
 
