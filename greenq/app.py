@@ -7,7 +7,6 @@ monkey-patched for gevent after ``App(...)`` and ``@app.task`` have run.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import datetime
 from functools import cached_property
@@ -82,7 +81,8 @@ class App:
         self.conf.update(settings)
         self.tasks = TaskRegistry()
         self._concurrency_hint: int | None = None
-        self._lock = threading.RLock()
+        # queues and exchanges this process declared (kombu copies them on every declare)
+        self._declared: set[tuple[str, str]] = set()
         self._finalize_callbacks: list[Callable[[], None]] = []
         _apps.append(self)
 
@@ -293,6 +293,7 @@ class App:
                                          declare=declare, retry_policy=retry_policy)
         retry = self.conf.task_publish_retry if retry is None else retry
         policy = {**self.conf.task_publish_retry_policy, **(retry_policy or {})}
+        fresh = [entity for entity in declare if _entity_key(entity) not in self._declared]
         try:
             producer_cm = self.producer_pool.acquire(block=True, timeout=self.conf.broker_pool_acquire_timeout)
         except LimitExceeded as exc:
@@ -304,8 +305,9 @@ class App:
                 payload, exchange=exchange, routing_key=routing_key,
                 content_type=content_type, content_encoding=content_encoding,
                 headers=headers, priority=route.get("priority"),
-                compression=compression, declare=declare,
+                compression=compression, declare=fresh,
                 retry=retry, retry_policy=policy, **properties)
+        self._declared.update(_entity_key(entity) for entity in fresh)
         signals.after_task_publish.send(sender=headers["task"], body=body, exchange=exchange,
                                         routing_key=routing_key, headers=headers)
 
@@ -324,6 +326,7 @@ class App:
 
     def close(self) -> None:
         """Release pooled connections."""
+        self._declared.clear()
         pool = self.__dict__.pop("producer_pool", None)
         if pool is not None:
             pool.connections.force_close_all()
@@ -331,6 +334,11 @@ class App:
         backend = self.__dict__.pop("backend", None)
         if backend is not None:
             backend.close()
+
+
+def _entity_key(entity: Any) -> tuple[str, str]:
+    """What publish_task remembers as declared: ("Queue", name) or ("Exchange", name)."""
+    return type(entity).__name__, entity.name
 
 
 def _signature_list(value: Any) -> list[dict[str, Any]] | None:

@@ -148,42 +148,66 @@ def task_message(name: str, task_id: str, args: Any = (), kwargs: Any = None, *,
 class Request:
     """A task invocation: what the worker decoded, and what ``task.request`` shows.
 
-    Times (``eta``, ``expires``) are epoch seconds (floats) or None.
+    Times (``eta``, ``expires``) are epoch seconds (floats) or None.  Fields
+    not given keep the class defaults below.
     """
 
-    __slots__ = (
-        "id", "name", "args", "kwargs", "callbacks", "errbacks", "chain", "chord",
-        "eta", "expires", "retries", "time_limit", "soft_time_limit", "root_id",
-        "parent_id", "group", "group_index", "origin", "ignore_result", "argsrepr",
-        "kwargsrepr", "headers", "reply_to", "correlation_id", "delivery_info",
-        "priority", "message", "content_type", "content_encoding", "body",
-        "is_eager", "called_directly", "hostname", "task", "acknowledged",
-        "time_start", "worker_pid", "handle", "generation", "shadow", "stamps",
-        "rate_limit_key",
-    )
+    id: str | None = None
+    name: str | None = None
+    callbacks: list | None = None
+    errbacks: list | None = None
+    chain: list | None = None
+    chord: Any = None
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    origin: str | None = None
+    ignore_result: bool = False
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    priority: int | None = None
+    message: Any = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    body: Any = None
+    is_eager: bool = False
+    called_directly: bool = False
+    hostname: str | None = None
+    task: Any = None
+    acks_late: bool = False
+    acknowledged: bool = False
+    time_start: float | None = None
+    worker_pid: int | None = None
+    handle: Any = None
+    generation: int = 0
+    shadow: str | None = None
+    stamps: Any = None
 
     def __init__(self, **fields: Any) -> None:
-        for slot in self.__slots__:
-            setattr(self, slot, fields.pop(slot, None))
-        if fields:
-            raise TypeError(f"unknown request fields: {', '.join(fields)}")
-        self.args = self.args if self.args is not None else []
-        self.kwargs = self.kwargs if self.kwargs is not None else {}
-        self.retries = self.retries or 0
-        self.is_eager = bool(self.is_eager)
-        self.called_directly = bool(self.called_directly)
-        self.acknowledged = bool(self.acknowledged)
-        self.headers = self.headers or {}
-        self.delivery_info = self.delivery_info or {}
+        unknown = fields.keys() - _REQUEST_FIELDS
+        if unknown:
+            raise TypeError(f"unknown request fields: {', '.join(sorted(unknown))}")
+        self.__dict__.update(fields)
+        if "args" not in fields or self.args is None:
+            self.args = []
+        if "kwargs" not in fields or self.kwargs is None:
+            self.kwargs = {}
+        if "headers" not in fields or self.headers is None:
+            self.headers = {}
+        if "delivery_info" not in fields or self.delivery_info is None:
+            self.delivery_info = {}
 
     @property
     def timelimit(self) -> tuple[float | None, float | None]:
         return self.time_limit, self.soft_time_limit
-
-    @property
-    def acks_late(self) -> bool:
-        task = self.task
-        return bool(task is not None and task.acks_late)
 
     def info(self) -> dict[str, Any]:
         """The shape ``inspect active``/``reserved`` and Flower expect."""
@@ -207,6 +231,12 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.name}[{self.id}]>"
+
+
+_REQUEST_FIELDS = frozenset(
+    [name for name in vars(Request) if not name.startswith("_") and not callable(getattr(Request, name))
+     and not isinstance(getattr(Request, name), property)]
+    + ["args", "kwargs", "headers", "delivery_info"])
 
 
 def _number_or_none(value: Any, field: str) -> float | None:

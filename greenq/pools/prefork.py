@@ -64,13 +64,10 @@ BOOT_TIMEOUT = 60.0      # seconds the first children get to import the app
 RESPAWN_BACKOFF_MAX = 10.0
 POLL_MAX = 1.0           # seconds: the supervisor wakes at least this often
 
-#: request fields a child needs; the kombu message, the task object and the
-#: slot handle stay in the parent
-SHIPPED_FIELDS = tuple(s for s in (
-    "id", "name", "args", "kwargs", "callbacks", "errbacks", "chain", "chord", "eta", "expires",
-    "retries", "time_limit", "soft_time_limit", "root_id", "parent_id", "group", "group_index",
-    "origin", "ignore_result", "argsrepr", "kwargsrepr", "headers", "reply_to", "correlation_id",
-    "priority", "hostname", "shadow", "stamps", "time_start", "rate_limit_key"))
+#: request fields that stay in the parent: the kombu message, the task object,
+#: the slot handle and the connection bookkeeping
+PARENT_ONLY_FIELDS = frozenset({"message", "task", "handle", "body", "generation", "acknowledged",
+                                "content_type", "content_encoding", "delivery_info"})
 DELIVERY_FIELDS = ("exchange", "routing_key", "priority", "redelivered")
 
 
@@ -359,7 +356,7 @@ class ProcessPool:
         request.worker_pid = child.pid
         if tracer.emit is not None:
             tracer.emit("task-started", request)
-        fields = {name: getattr(request, name) for name in SHIPPED_FIELDS}
+        fields = {name: value for name, value in vars(request).items() if name not in PARENT_ONLY_FIELDS}
         fields["delivery_info"] = {k: request.delivery_info[k] for k in DELIVERY_FIELDS
                                    if k in request.delivery_info}
         try:
