@@ -20,10 +20,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def app(monkeypatch, tmp_path):
-    monkeypatch.setenv("GREENQ_HOME", str(tmp_path / "home"))   # the children inherit it
+def app(tmp_path):
     from tests.apps.mixed import app
-    app.__dict__.pop("backend", None)
+    app.close()
+    app.conf.embedded_home = str(tmp_path / "home")   # children get the settings changed in code
     yield app
     app.close()
 
@@ -173,8 +173,7 @@ def test_max_tasks_per_child_limits_what_is_sent_ahead(app):
         pool.stop()
 
 
-def test_a_child_that_cannot_import_the_app_fails_start_with_its_traceback(monkeypatch, tmp_path):
-    monkeypatch.setenv("GREENQ_HOME", str(tmp_path))
+def test_a_child_that_cannot_import_the_app_fails_start_with_its_traceback(tmp_path):
     from tests.apps.broken_in_child import app
     pool = ProcessPool(app, 1)
     started = time.monotonic()
