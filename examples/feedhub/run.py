@@ -245,7 +245,8 @@ def demo(args: argparse.Namespace) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(summary, f, indent=2)
-        print(f"  logs:           {worker_log}, {server.log}")
+        if not (args.clean and not args.home):
+            print(f"  logs:           {worker_log}, {server.log}")
         return 0 if not summary["unfinished"] else 1
     finally:
         if worker is not None:
