@@ -30,6 +30,24 @@ class Channel(kombu_redis.Channel):
             shared = self._shared_client = self._create_client()
         yield shared
 
+    def close(self) -> None:
+        # kombu's close() reads a BRPOP still in flight and hands its message
+        # to the transport, which has already forgotten this channel, so the
+        # message is dropped.  That loses a message requeued (or republished)
+        # at shutdown, since the pending BRPOP takes it straight back.  Read
+        # the reply here and push the message back to where it was popped from.
+        if self._in_poll and not self.closed:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP")
+            except self.connection_errors:
+                reply = None  # the connection is gone; the server did not pop for it
+            finally:
+                self._in_poll = None
+            if reply:
+                queue_key, payload = reply
+                self.client.rpush(queue_key, payload)
+        super().close()
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
