@@ -99,3 +99,14 @@ class CustomError(Exception):
 @app.task
 def fail_custom(message):
     raise CustomError(message)
+
+
+@app.task(acks_late=True)
+def slow_first_time_late(name, seconds=60.0):
+    """slow_first_time, acknowledged only when done."""
+    return slow_first_time(name, seconds)
+
+
+if os.environ.get("GREENQ_TEST_VISIBILITY_TIMEOUT"):
+    # lets a Redis test see an unacked message of a killed worker come back quickly
+    app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["GREENQ_TEST_VISIBILITY_TIMEOUT"])}
