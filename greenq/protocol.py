@@ -17,10 +17,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
-from kombu.exceptions import DecodeError
-from kombu.serialization import loads
-
 from greenq.exceptions import ContentDisallowed, InvalidMessage, MessageTooLarge
 
 UTC = timezone.utc
@@ -225,6 +221,12 @@ def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | N
         ContentDisallowed: the content type is not in ``accept_content``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
+    # kombu is imported here, not at the top: @app.task imports this module,
+    # and a script must be able to declare tasks before worker_main patches.
+    from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
+    from kombu.exceptions import DecodeError
+    from kombu.serialization import loads
+
     headers = message.headers
     if not isinstance(headers, dict) or "task" not in headers:
         raise InvalidMessage(
