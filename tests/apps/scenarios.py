@@ -110,3 +110,11 @@ def slow_first_time_late(name, seconds=60.0):
 if os.environ.get("GREENQ_TEST_VISIBILITY_TIMEOUT"):
     # lets a Redis test see an unacked message of a killed worker come back quickly
     app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["GREENQ_TEST_VISIBILITY_TIMEOUT"])}
+
+
+@app.task
+def patched_with():
+    """Which green library patched the worker process (None if none)."""
+    from greenq.pools import patched_with as current
+    import socket
+    return {"patched": current(), "socket_module": socket.socket.__module__}

@@ -40,10 +40,11 @@ def test_warm_shutdown_lets_running_tasks_finish_and_returns_waiting_ones(server
         app = client_app(broker_url, backend_url, queue=queue, home=home)
         try:
             gate = unique("gate")
-            running = app.send_task(f"{SCENARIOS}.gated", (gate,))
+            # sent first, so the worker holds it by the time the second one starts (queues are FIFO)
             waiting = app.send_task("tests.apps.basic.add", (1, 1), countdown=60)
+            running = app.send_task(f"{SCENARIOS}.gated", (gate,))
             wait_until(lambda: marks.exists(f"{gate}.started"), message="the task to start")
-            proc.wait_for_log(r"received|ready")  # the ETA task reached the worker
+            assert queue_depth(broker_url, queue) == 0
             proc.signal(signal.SIGTERM)
             proc.wait_for_log(r"warm shutdown \(SIGTERM\)")
             assert proc.proc.poll() is None, "it must wait for the running task"
