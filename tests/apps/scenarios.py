@@ -108,8 +108,20 @@ def slow_first_time_late(name, seconds=60.0):
 
 
 if os.environ.get("GREENQ_TEST_VISIBILITY_TIMEOUT"):
-    # lets a Redis test see an unacked message of a killed worker come back quickly
-    app.conf.broker_transport_options = {"visibility_timeout": float(os.environ["GREENQ_TEST_VISIBILITY_TIMEOUT"])}
+    # Lets a Redis test see an unacked message of a killed worker come back
+    # quickly, with unacked bookkeeping of its own so that no other test's
+    # running work is restored by this short timeout.
+    _queue = os.environ.get("GREENQ_TEST_QUEUE", "celery")
+    app.conf.broker_transport_options = {
+        "visibility_timeout": float(os.environ["GREENQ_TEST_VISIBILITY_TIMEOUT"]),
+        "unacked_restore_throttle": 1,
+        "unacked_key": f"unacked.{_queue}",
+        "unacked_index_key": f"unacked_index.{_queue}",
+        "unacked_mutex_key": f"unacked_mutex.{_queue}",
+        # a worker SIGKILLed while it holds kombu's restore mutex would block
+        # every restore for the default 300 s
+        "unacked_mutex_expire": 1,
+    }
 
 
 @app.task

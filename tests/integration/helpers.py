@@ -40,7 +40,8 @@ def drop_queue(broker_url: str, name: str) -> None:
         client = redis_client(broker_url)
         try:
             keys = [name, *(f"{name}{PRIORITY_SEP}{p}" for p in (3, 6, 9)),
-                    *(k.format(q=name) for k in BINDING_KEYS)]
+                    *(k.format(q=name) for k in BINDING_KEYS),
+                    *(f"{k}.{name}" for k in ("unacked", "unacked_index", "unacked_mutex"))]
             client.delete(*keys)
         finally:
             client.close()
