@@ -10,7 +10,7 @@ import difflib
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from greenq.exceptions import ConfigurationError
 
@@ -129,7 +129,7 @@ ENV_OVERRIDES = {"broker_url": "GREENQ_BROKER_URL", "result_backend": "GREENQ_RE
                  "embedded_home": "GREENQ_HOME"}
 
 
-def suggest(name: str, known: Iterator[str] | list[str]) -> str:
+def suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -112,7 +112,7 @@ def task_message(name: str, task_id: str, args: Any = (), kwargs: Any = None, *,
         raise TypeError(f"task args must be a list or tuple, got {type(args).__name__}")
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"task kwargs must be a mapping, got {type(kwargs).__name__}")
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": name,
         "id": task_id,
@@ -157,6 +157,49 @@ class Request:
         "time_start", "worker_pid", "handle", "generation", "shadow", "stamps",
         "rate_limit_key",
     )
+    # Declared for type checkers; every slot is set in __init__ (None when not given).
+    id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    eta: float | None
+    expires: float | None
+    retries: int
+    time_limit: float | None
+    soft_time_limit: float | None
+    headers: dict[str, Any]
+    delivery_info: dict[str, Any]
+    is_eager: bool
+    called_directly: bool
+    acknowledged: bool
+    callbacks: Any
+    errbacks: Any
+    chain: Any
+    chord: Any
+    root_id: Any
+    parent_id: Any
+    group: Any
+    group_index: Any
+    origin: Any
+    ignore_result: Any
+    argsrepr: Any
+    kwargsrepr: Any
+    reply_to: Any
+    correlation_id: Any
+    priority: Any
+    message: Any
+    content_type: Any
+    content_encoding: Any
+    body: Any
+    hostname: Any
+    task: Any
+    time_start: Any
+    worker_pid: Any
+    handle: Any
+    generation: Any
+    shadow: Any
+    stamps: Any
+    rate_limit_key: Any
 
     def __init__(self, **fields: Any) -> None:
         for slot in self.__slots__:

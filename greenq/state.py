@@ -48,7 +48,7 @@ class LimitedSet:
         if item not in self._data:
             return False
         if self.expires and self._data[item] < time.time() - self.expires:  # type: ignore[index]
-            self._data.pop(item)  # type: ignore[arg-type]
+            self._data.pop(item)  # type: ignore[call-overload]
             return False
         return True
 

@@ -115,8 +115,9 @@ class EmbeddedBackend(Backend):
             return conn.execute("DELETE FROM taskmeta WHERE expires_at < ?", (time.time(),)).rowcount
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None) if self._local is not None else None
-        if conn is not None:
+        local = self._local
+        conn = getattr(local, "conn", None) if local is not None else None
+        if local is not None and conn is not None:
             conn.close()
-            self._local.conn = None
+            local.conn = None
 

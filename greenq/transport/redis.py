@@ -42,7 +42,7 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 reply = None  # the connection is gone; the server did not pop for it
             finally:
-                self._in_poll = None
+                self._in_poll = False
             if reply:
                 queue_key, payload = reply
                 self.client.rpush(queue_key, payload)
