@@ -127,6 +127,7 @@ if os.environ.get("GREENQ_TEST_VISIBILITY_TIMEOUT"):
 @app.task
 def patched_with():
     """Which green library patched the worker process (None if none)."""
-    from greenq.pools import patched_with as current
     import socket
+
+    from greenq.pools import patched_with as current
     return {"patched": current(), "socket_module": socket.socket.__module__}

@@ -327,6 +327,7 @@ def test_disabled_backend_says_how_to_configure_one():
 
 def test_a_backend_whose_package_is_missing_names_the_extra(monkeypatch):
     import sys
+
     from greenq.exceptions import ConfigurationError
     monkeypatch.setitem(sys.modules, "greenq.backends.mongodb", None)
     app = App("proj", broker="memory://", backend="mongodb://127.0.0.1/x")

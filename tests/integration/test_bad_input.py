@@ -67,12 +67,12 @@ def test_worker_survives_bad_input_and_loses_nothing(kind, queue, home, request)
         try:
             before = [app.send_task("tests.apps.basic.add", (i, 0)) for i in range(5)]
             messages, ids = bad_messages()
-            for label, body, headers, content_type, _ in messages:
+            for _label, body, headers, content_type, _ in messages:
                 publish_raw(app, queue, body, headers=headers, content_type=content_type)
             after = [app.send_task("tests.apps.basic.add", (i, 100)) for i in range(5)]
 
             assert [r.get(timeout=30) for r in before + after] == [*range(5), *range(100, 105)]
-            for label, _, _, _, pattern in messages:
+            for _label, _, _, _, pattern in messages:
                 proc.wait_for_log(pattern, timeout=10)
             assert proc.proc.poll() is None, "the worker died"
             assert proc.log.count("rejected") == len(messages), "a bad message was redelivered or lost"
