@@ -15,7 +15,7 @@ from tests.integration.helpers import (
 )
 from tests.support import broker_urls, client_app, unique, worker
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 SCENARIOS = "tests.apps.scenarios"
 

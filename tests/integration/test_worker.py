@@ -17,7 +17,7 @@ from tests.integration.conftest import Marks
 from tests.integration.helpers import drop_queue, redis_client, wait_until
 from tests.support import broker_urls, client_app, unique, worker
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 HAS_EVENTLET = importlib.util.find_spec("eventlet") is not None
 
