@@ -7,7 +7,6 @@ monkey-patched for gevent after ``App(...)`` and ``@app.task`` have run.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import datetime
 from functools import cached_property
@@ -82,7 +81,7 @@ class App:
         self.conf.update(settings)
         self.tasks = TaskRegistry()
         self._concurrency_hint: int | None = None
-        self._lock = threading.RLock()
+        self._declared: set[str] = set()  # queues this process declared (kombu copies them on every declare)
         self._finalize_callbacks: list[Callable[[], None]] = []
         _apps.append(self)
 
@@ -304,8 +303,9 @@ class App:
                 payload, exchange=exchange, routing_key=routing_key,
                 content_type=content_type, content_encoding=content_encoding,
                 headers=headers, priority=route.get("priority"),
-                compression=compression, declare=[queue],
+                compression=compression, declare=[] if queue.name in self._declared else [queue],
                 retry=retry, retry_policy=policy, **properties)
+        self._declared.add(queue.name)
         signals.after_task_publish.send(sender=headers["task"], body=body, exchange=exchange,
                                         routing_key=routing_key, headers=headers)
 
@@ -324,6 +324,7 @@ class App:
 
     def close(self) -> None:
         """Release pooled connections."""
+        self._declared.clear()
         pool = self.__dict__.pop("producer_pool", None)
         if pool is not None:
             pool.connections.force_close_all()

@@ -163,28 +163,39 @@ class Settings(Mapping[str, Any]):
     def __init__(self) -> None:
         object.__setattr__(self, "_changes", {})
 
+    # A setting is resolved on first read (what the user set, else the
+    # environment, else the default) and then kept as a plain attribute, so
+    # reading it on the per-task path is an ordinary attribute lookup.
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         changes = object.__getattribute__(self, "_changes")
         if name in changes:
-            return changes[name]
-        env = ENV_OVERRIDES.get(name)
-        if env and os.environ.get(env):
-            return os.environ[env]
-        try:
-            option = SETTINGS[name]
-        except KeyError:
-            raise AttributeError(f"unknown setting {name!r}{suggest(name, SETTINGS)}") from None
-        default = option.default
-        return default.copy() if isinstance(default, (dict, list)) else default
+            value = changes[name]
+        else:
+            env = ENV_OVERRIDES.get(name)
+            option = SETTINGS.get(name)
+            if option is None:
+                raise AttributeError(f"unknown setting {name!r}{suggest(name, SETTINGS)}")
+            if env and os.environ.get(env):
+                value = os.environ[env]
+            else:
+                default = option.default
+                value = default.copy() if isinstance(default, (dict, list)) else default
+        object.__setattr__(self, name, value)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._changes[name] = check_setting(name, value)
+        object.__setattr__(self, name, value)
 
     def update(self, other: Mapping[str, Any] | None = None, **kwargs: Any) -> None:  # type: ignore[override]
         items = {**(other or {}), **kwargs}
         for name, value in items.items():
             check_setting(name, value)
         self._changes.update(items)
+        for name, value in items.items():
+            object.__setattr__(self, name, value)
 
     def is_set(self, name: str) -> bool:
         """True when the user (or the environment) set ``name``."""

@@ -144,85 +144,72 @@ def task_message(name: str, task_id: str, args: Any = (), kwargs: Any = None, *,
 class Request:
     """A task invocation: what the worker decoded, and what ``task.request`` shows.
 
-    Times (``eta``, ``expires``) are epoch seconds (floats) or None.
+    Times (``eta``, ``expires``) are epoch seconds (floats) or None.  Fields
+    not given keep the class defaults below.
     """
 
-    __slots__ = (
-        "id", "name", "args", "kwargs", "callbacks", "errbacks", "chain", "chord",
-        "eta", "expires", "retries", "time_limit", "soft_time_limit", "root_id",
-        "parent_id", "group", "group_index", "origin", "ignore_result", "argsrepr",
-        "kwargsrepr", "headers", "reply_to", "correlation_id", "delivery_info",
-        "priority", "message", "content_type", "content_encoding", "body",
-        "is_eager", "called_directly", "hostname", "task", "acknowledged",
-        "time_start", "worker_pid", "handle", "generation", "shadow", "stamps",
-        "rate_limit_key",
-    )
-    # Declared for type checkers; every slot is set in __init__ (None when not given).
-    id: str
-    name: str
+    # id and name are None only on the blank request of a task called directly
+    id: str = None  # type: ignore[assignment]
+    name: str = None  # type: ignore[assignment]
+    # set in __init__ (fresh containers per request)
     args: list[Any]
     kwargs: dict[str, Any]
-    eta: float | None
-    expires: float | None
-    retries: int
-    time_limit: float | None
-    soft_time_limit: float | None
     headers: dict[str, Any]
     delivery_info: dict[str, Any]
-    is_eager: bool
-    called_directly: bool
-    acknowledged: bool
-    callbacks: Any
-    errbacks: Any
-    chain: Any
-    chord: Any
-    root_id: Any
-    parent_id: Any
-    group: Any
-    group_index: Any
-    origin: Any
-    ignore_result: Any
-    argsrepr: Any
-    kwargsrepr: Any
-    reply_to: Any
-    correlation_id: Any
-    priority: Any
-    message: Any
-    content_type: Any
-    content_encoding: Any
-    body: Any
-    hostname: Any
-    task: Any
-    time_start: Any
-    worker_pid: Any
-    handle: Any
-    generation: Any
-    shadow: Any
-    stamps: Any
-    rate_limit_key: Any
+    callbacks: list | None = None
+    errbacks: list | None = None
+    chain: list | None = None
+    chord: Any = None
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    origin: str | None = None
+    ignore_result: bool = False
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    priority: int | None = None
+    message: Any = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    body: Any = None
+    is_eager: bool = False
+    called_directly: bool = False
+    hostname: str | None = None
+    task: Any = None
+    acks_late: bool = False
+    acknowledged: bool = False
+    time_start: float | None = None
+    worker_pid: int | None = None
+    handle: Any = None
+    generation: int = 0
+    shadow: str | None = None
+    stamps: Any = None
 
     def __init__(self, **fields: Any) -> None:
-        for slot in self.__slots__:
-            setattr(self, slot, fields.pop(slot, None))
-        if fields:
-            raise TypeError(f"unknown request fields: {', '.join(fields)}")
-        self.args = self.args if self.args is not None else []
-        self.kwargs = self.kwargs if self.kwargs is not None else {}
-        self.retries = self.retries or 0
-        self.is_eager = bool(self.is_eager)
-        self.called_directly = bool(self.called_directly)
-        self.acknowledged = bool(self.acknowledged)
-        self.headers = self.headers or {}
-        self.delivery_info = self.delivery_info or {}
+        unknown = fields.keys() - _REQUEST_FIELDS
+        if unknown:
+            raise TypeError(f"unknown request fields: {', '.join(sorted(unknown))}")
+        self.__dict__.update(fields)
+        if "args" not in fields or self.args is None:
+            self.args = []
+        if "kwargs" not in fields or self.kwargs is None:
+            self.kwargs = {}
+        if "headers" not in fields or self.headers is None:
+            self.headers = {}
+        if "delivery_info" not in fields or self.delivery_info is None:
+            self.delivery_info = {}
 
     @property
     def timelimit(self) -> tuple[float | None, float | None]:
         return self.time_limit, self.soft_time_limit
-
-    @property
-    def acks_late(self) -> bool:
-        task = self.task
-        return bool(task is not None and task.acks_late)
 
     def info(self) -> dict[str, Any]:
         """The shape ``inspect active``/``reserved`` and Flower expect."""
@@ -246,6 +233,12 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.name}[{self.id}]>"
+
+
+_REQUEST_FIELDS = frozenset(
+    [name for name in vars(Request) if not name.startswith("_") and not callable(getattr(Request, name))
+     and not isinstance(getattr(Request, name), property)]
+    + ["args", "kwargs", "headers", "delivery_info"])
 
 
 def _number_or_none(value: Any, field: str) -> float | None:

@@ -310,6 +310,7 @@ class Worker:
             self.on_unknown_task(message, request)
             return
         request.task = task
+        request.acks_late = task.acks_late
         request.hostname = self.hostname
         request.generation = self.generation
         signals.task_received.send(sender=self, request=request)

@@ -51,11 +51,11 @@ class Backend:
         self.namespace = conf.result_namespace
 
     # encoding ---------------------------------------------------------------
-    def encode(self, meta: dict[str, Any]) -> bytes | str:
-        _, _, payload = dumps(meta, serializer=self.serializer)
+    def encode(self, value: Any) -> bytes | str:
+        _, _, payload = dumps(value, serializer=self.serializer)
         return payload
 
-    def decode(self, payload: bytes | str) -> dict[str, Any]:
+    def decode(self, payload: bytes | str) -> Any:
         content_type = {"json": "application/json", "pickle": "application/x-python-serialize",
                         "msgpack": "application/x-msgpack", "yaml": "application/x-yaml"}.get(
             self.serializer, self.serializer)
@@ -203,6 +203,71 @@ class Backend:
     def __repr__(self) -> str:
         from greenq.config import mask_url
         return f"<{type(self).__name__} {mask_url(self.url)}>"
+
+
+class GroupCommit:
+    """Write items submitted from many threads/green threads in shared batches.
+
+    ``submit(item)`` returns once ``write_many`` has written a batch that
+    contained ``item`` (or raises what it raised).  The first caller to find
+    no write in progress becomes the writer and keeps writing until nothing
+    is queued; everyone else waits.  Under gevent the writer's network wait
+    is when the others queue up, so batches form on their own.  Locks and
+    events are created lazily, after any monkey-patching.
+    """
+
+    def __init__(self, write_many: Any) -> None:
+        self.write_many = write_many
+        self._lock: Any = None
+        self._queued: list[tuple[Any, Any, list[BaseException]]] = []
+        self._writing = False
+
+    def submit(self, item: Any) -> None:
+        import threading
+        if self._lock is None:
+            self._lock = threading.Lock()
+        done = threading.Event()
+        error: list[BaseException] = []
+        with self._lock:
+            self._queued.append((item, done, error))
+            leader = not self._writing
+            if leader:
+                self._writing = True
+        if leader:
+            self._write_until_empty()
+        else:
+            done.wait()
+        if error:
+            raise error[0]
+
+    def _write_until_empty(self) -> None:
+        batch: list[tuple[Any, Any, list[BaseException]]] = []
+        try:
+            while True:
+                with self._lock:
+                    batch, self._queued = self._queued, []
+                    if not batch:
+                        self._writing = False
+                        return
+                try:
+                    self.write_many([item for item, _, _ in batch])
+                except Exception as exc:  # every waiter gets the writer's error
+                    for _, _, error in batch:
+                        error.append(exc)
+                for _, done, _ in batch:
+                    done.set()
+                batch = []
+        except BaseException as exc:
+            # The writer itself was interrupted (killed, shut down): fail what
+            # it held and what is queued, and give up the writer role, so no
+            # other caller waits for ever.
+            with self._lock:
+                stranded, self._queued = batch + self._queued, []
+                self._writing = False
+            for _, done, error in stranded:
+                error.append(exc)
+                done.set()
+            raise
 
 
 class DisabledBackend(Backend):

@@ -3,7 +3,8 @@
 No server needed, and shared by every process on the machine that uses the
 same data directory (``$GREENQ_HOME``, default ``./.greenq``): a worker in one
 terminal stores, ``add.delay(2, 2).get()`` in another reads.  WAL mode lets
-readers and the writer work at once.  ``get()`` polls with a short backoff
+readers and the writer work at once, and results stored by many green
+threads at once are written in one transaction (group commit).  ``get()`` polls with a short backoff
 (5 ms growing to 200 ms), since SQLite has no notifications.
 Expired results are deleted by :meth:`cleanup`, which the worker runs
 at start and then every ``result_expires / 10`` seconds at most hourly.
@@ -17,7 +18,7 @@ import time
 from typing import Any
 
 from greenq import states
-from greenq.backends.base import Backend
+from greenq.backends.base import Backend, GroupCommit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS taskmeta (
@@ -46,23 +47,25 @@ class EmbeddedBackend(Backend):
         else:
             from greenq.embedded import data_dir
             self.path = os.path.join(data_dir(app), "results.sqlite3")
-        self._local: threading.local | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
         self._lock: Any = None
+        self._writes = GroupCommit(self._write_many)
 
     def _connection(self) -> sqlite3.Connection:
-        # One connection per OS thread (created lazily, after any patching);
-        # green threads in one OS thread share it under a lock.
-        if self._local is None:
-            self._local = threading.local()
+        # One connection per process, used under a lock.  Not per thread: in a
+        # gevent-patched process "thread-local" means per green thread, which
+        # would open a connection per task.  Created lazily, after patching,
+        # and again after a fork.
+        conn = self._conn
+        if conn is None or self._conn_pid != os.getpid():
             self._lock = threading.Lock()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
-            self._local.conn = conn
+            self._conn, self._conn_pid = conn, os.getpid()
         return conn
 
     def _store(self, task_id: str, meta: dict[str, Any], state: str) -> None:
@@ -70,9 +73,18 @@ class EmbeddedBackend(Backend):
         payload = self.encode(meta)
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
+        self._writes.submit((task_id, state, payload, expires_at))
+
+    def _write_many(self, rows: list[tuple[str, str, str, float | None]]) -> None:
         conn = self._connection()
         with self._lock:
-            conn.execute(UPSERT, (task_id, state, payload, expires_at))
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(UPSERT, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _row_meta(self, row: tuple[str, float | None] | None) -> dict[str, Any] | None:
         if row is None:
@@ -115,9 +127,7 @@ class EmbeddedBackend(Backend):
             return conn.execute("DELETE FROM taskmeta WHERE expires_at < ?", (time.time(),)).rowcount
 
     def close(self) -> None:
-        local = self._local
-        conn = getattr(local, "conn", None) if local is not None else None
-        if local is not None and conn is not None:
-            conn.close()
-            local.conn = None
+        if self._conn is not None and self._conn_pid == os.getpid():
+            self._conn.close()
+        self._conn = None
 

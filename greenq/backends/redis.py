@@ -6,6 +6,12 @@ script that also refuses to overwrite a stored SUCCESS).  ``get()``
 subscribes to the channel before reading the key, so it waits on the
 publication instead of polling and cannot miss a result stored in between.
 
+Stores from many green threads (or threads) at once are written together:
+the first store to arrive writes everything queued behind it in one
+pipeline ("group commit"), so 1,000 green threads finishing together cost a
+handful of round trips, not 1,000.  Each store still returns only once its
+result is on the server.
+
 Connections come from one bounded pool per process, sized from the worker's
 concurrency (``result_max_connections`` overrides); when the pool is
 exhausted a caller waits up to ``broker_pool_acquire_timeout`` and then gets
@@ -18,9 +24,10 @@ from typing import Any, Iterable, Iterator
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from greenq import states
-from greenq.backends.base import Backend, pending_meta
+from greenq.backends.base import Backend, GroupCommit, pending_meta
 from greenq.exceptions import PoolError, TimeoutError
 
 # KEYS[1] = result key; ARGV[1] = meta; ARGV[2] = ttl seconds (0: none)
@@ -57,21 +64,44 @@ class RedisBackend(Backend):
             health_check_interval=options.pop("health_check_interval", 25),
             **options)
         self.client = redis.Redis(connection_pool=self.pool)
-        self._store_script = self.client.register_script(STORE_SCRIPT)
+        self._store_sha: str | None = None
+        self._writes = GroupCommit(self._write_many)
 
     def key_for(self, task_id: str) -> str:
         return f"{self.keyprefix}{self.namespace}-task-meta-{task_id}"
 
     def _store(self, task_id: str, meta: dict[str, Any], state: str) -> None:
         ttl = int(self.expires) if self.expires else 0
+        self._writes.submit((self.key_for(task_id), self.encode(meta), ttl))
+
+    def _write_many(self, items: list[tuple[str, Any, int]]) -> None:
         try:
-            self._store_script(keys=[self.key_for(task_id)], args=[self.encode(meta), ttl])
+            try:
+                self._evalsha_many(items)
+            except NoScriptError:
+                # Redis restarted or flushed its script cache: load and write again
+                # (writing the same value twice is harmless).
+                self._store_sha = None
+                self._evalsha_many(items)
         except RedisConnectionError as exc:
             if "Timeout" in str(exc) or "pool" in str(exc).lower():
                 raise PoolError(
                     f"no Redis result connection free within {self.pool.timeout}s "
                     f"({self.pool.max_connections} in the pool): raise result_max_connections") from exc
             raise
+
+    def _evalsha_many(self, items: list[tuple[str, Any, int]]) -> None:
+        sha = self._store_sha
+        if sha is None:
+            sha = self._store_sha = self.client.script_load(STORE_SCRIPT)
+        if len(items) == 1:
+            key, payload, ttl = items[0]
+            self.client.execute_command("EVALSHA", sha, 1, key, payload, ttl)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, payload, ttl in items:
+            pipe.execute_command("EVALSHA", sha, 1, key, payload, ttl)
+        pipe.execute()
 
     def _get(self, task_id: str) -> dict[str, Any] | None:
         payload = self.client.get(self.key_for(task_id))
