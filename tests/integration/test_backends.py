@@ -125,6 +125,7 @@ class BackendContract:
             assert time.monotonic() - started < 3.0
         finally:
             timer.cancel()
+            timer.join(5)  # the writer may still be reading its reply: let it finish before teardown closes it
 
     def test_get_times_out_with_a_clear_error(self, backend):
         with pytest.raises(TimeoutError, match="not ready after 0.3s"):
