@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 from tests.support import REDIS_URL
 
 BINDING_KEYS = ("_kombu.binding.{q}", "_kombu.binding_permanent.{q}")
+# never wait for ever on a broker that has stopped answering
+AMQP_OPTIONS = {"connect_timeout": 10, "transport_options": {"read_timeout": 15, "write_timeout": 15}}
 PRIORITY_SEP = "\x06\x16"
 
 
@@ -31,7 +33,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
 
 def redis_client(url: str = REDIS_URL) -> Any:
     import redis
-    return redis.Redis.from_url(url)
+    return redis.Redis.from_url(url, socket_timeout=15, socket_connect_timeout=10)
 
 
 def drop_queue(broker_url: str, name: str) -> None:
@@ -47,7 +49,7 @@ def drop_queue(broker_url: str, name: str) -> None:
             client.close()
     elif broker_url.startswith("amqp"):
         from kombu import Connection
-        with Connection(broker_url, connect_timeout=5) as conn:
+        with Connection(broker_url, **AMQP_OPTIONS) as conn:
             channel = conn.default_channel
             channel.queue_delete(name)
             try:
@@ -65,7 +67,7 @@ def queue_depth(broker_url: str, name: str) -> int:
         finally:
             client.close()
     from kombu import Connection
-    with Connection(broker_url, connect_timeout=5) as conn:
+    with Connection(broker_url, **AMQP_OPTIONS) as conn:
         return conn.default_channel.queue_declare(name, passive=True).message_count
 
 
