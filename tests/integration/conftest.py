@@ -4,22 +4,6 @@ import os
 
 import pytest
 
-from tests.integration.helpers import drop_queue
-from tests.support import AMQP_URL, REDIS_URL, _reachable, unique
-
-
-@pytest.fixture
-def queue():
-    """A queue name no other test uses, deleted from Redis and RabbitMQ afterwards."""
-    name = unique("q")
-    yield name
-    for url in (REDIS_URL, AMQP_URL):
-        if _reachable(url):
-            try:
-                drop_queue(url, name)
-            except Exception as exc:  # cleanup must not hide the test's own result
-                print(f"could not delete queue {name} on {url}: {exc!r}")
-
 
 @pytest.fixture
 def marks(home):
