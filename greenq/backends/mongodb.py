@@ -28,7 +28,6 @@ from pymongo.errors import DuplicateKeyError
 from greenq import states
 from greenq.backends.base import Backend, pending_meta
 
-
 OPTIONAL_META = ("group_id", "parent_id", "name", "args", "kwargs", "worker", "retries", "queue")
 
 
