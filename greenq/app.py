@@ -19,8 +19,8 @@ from greenq.exceptions import ConfigurationError, MessageTooLarge, NotRegistered
 if TYPE_CHECKING:
     from kombu import Connection
 
+    import greenq.result
     from greenq.backends.base import Backend
-    from greenq.result import AsyncResult, GroupResult
     from greenq.task import Task
 
 logger = logging.getLogger(__name__)
@@ -203,17 +203,18 @@ class App:
             url = "embedded://" if self.uses_embedded_broker else "disabled://"
         return backend_from_url(self, url)
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> "AsyncResult":  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> "greenq.result.AsyncResult":  # noqa: N802 - Celery's name
         from greenq.result import AsyncResult
         return AsyncResult(task_id, app=self, **kwargs)
 
-    def GroupResult(self, group_id: str, results: Iterable["AsyncResult"]) -> "GroupResult":  # noqa: N802
+    def GroupResult(self, group_id: str,  # noqa: N802 - Celery's name
+                    results: Iterable["greenq.result.AsyncResult"]) -> "greenq.result.GroupResult":
         from greenq.result import GroupResult
         return GroupResult(group_id, list(results), app=self)
 
     # sending --------------------------------------------------------------------------
     def send_task(self, name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
-                  *, task: "Task | None" = None, **options: Any) -> "AsyncResult":
+                  *, task: "Task | None" = None, **options: Any) -> "greenq.result.AsyncResult":
         """Send a task by name (it need not be registered in this process).
 
         Accepts the options of :meth:`Task.apply_async`.

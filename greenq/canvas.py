@@ -76,7 +76,7 @@ class Signature(dict):
     def delay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
         return self.apply_async(args, kwargs)
 
-    def __or__(self, other: "Signature") -> "chain":
+    def __or__(self, other: "Signature") -> "chain":  # type: ignore[override]  # Celery's chain operator
         return chain(self, other)
 
     def __repr__(self) -> str:

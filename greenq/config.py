@@ -10,7 +10,7 @@ import difflib
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from greenq.exceptions import ConfigurationError
 
@@ -86,7 +86,9 @@ SETTINGS: dict[str, Option] = {
     "task_default_retry_delay": Option(180.0, NUM, "seconds", _non_negative),
     "task_max_retries": Option(3, (int, OPT), check=_non_negative),
     "task_queues": Option(None, (list, tuple, dict, OPT)),
-    "task_routes": Option(None, (dict, list, tuple, OPT)),
+    "task_routes": Option(None, (), "a dict, a router function, a 'module:attr' path, or a list of these",
+                          lambda v: None if v is None or isinstance(v, (dict, list, tuple, str)) or callable(v)
+                          else "must be a dict, a router function, a 'module:attr' path or a list of these"),
     "task_create_missing_queues": Option(True, (bool,)),
     "task_queue_max_priority": Option(None, (int, OPT)),
     "task_publish_retry": Option(True, (bool,)),
@@ -138,7 +140,7 @@ ENV_OVERRIDES = {"broker_url": "GREENQ_BROKER_URL", "result_backend": "GREENQ_RE
                  "embedded_home": "GREENQ_HOME"}
 
 
-def suggest(name: str, known: Iterator[str] | list[str]) -> str:
+def suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -25,9 +25,9 @@ consumers on other machines.  Use Redis or RabbitMQ for that.
 from __future__ import annotations
 
 import os
-from queue import Empty
 import time
 import uuid
+from queue import Empty
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
@@ -81,7 +81,7 @@ class Channel(filesystem.Channel):
         os.makedirs(path, exist_ok=True)
         return path
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # kombu's two bases name it differently
         folder = self._queue_dir(queue)
         name = f"{time.time_ns():020d}_{uuid.uuid4().hex}.msg"
         temporary = os.path.join(folder, f".{name}.tmp")
@@ -99,7 +99,7 @@ class Channel(filesystem.Channel):
                 except OSError:
                     pass
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         folder = self._queue_dir(queue)
         if queue not in self._recovered:
             self._recover(folder)

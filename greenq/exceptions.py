@@ -9,6 +9,7 @@ errors (:class:`TimeLimitExceeded`, :class:`TaskRevokedError`) when stored.
 """
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 
@@ -52,7 +53,7 @@ class MessageTooLarge(GreenqError):
     """Raised when a task message is larger than ``task_message_max_size``."""
 
 
-class TimeoutError(GreenqError, TimeoutError):  # noqa: A001 - deliberate name
+class TimeoutError(GreenqError, builtins.TimeoutError):  # noqa: A001 - deliberate name
     """Raised by ``AsyncResult.get(timeout=...)`` when the result is not ready."""
 
 

@@ -239,7 +239,7 @@ class Tracer:
     # canvas ----------------------------------------------------------------------------
     def apply_callbacks(self, request: Request, retval: Any) -> None:
         from greenq.canvas import Signature
-        ids = {"parent_id": request.id, "root_id": request.root_id or request.id}
+        ids: dict[str, Any] = {"parent_id": request.id, "root_id": request.root_id or request.id}
         try:
             for callback in request.callbacks or ():
                 sig = Signature(callback, app=self.app)

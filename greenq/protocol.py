@@ -17,10 +17,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
-from kombu.exceptions import DecodeError
-from kombu.serialization import loads
-
 from greenq.exceptions import ContentDisallowed, InvalidMessage, MessageTooLarge
 
 UTC = timezone.utc
@@ -116,7 +112,7 @@ def task_message(name: str, task_id: str, args: Any = (), kwargs: Any = None, *,
         raise TypeError(f"task args must be a list or tuple, got {type(args).__name__}")
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"task kwargs must be a mapping, got {type(kwargs).__name__}")
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": name,
         "id": task_id,
@@ -152,8 +148,14 @@ class Request:
     not given keep the class defaults below.
     """
 
-    id: str | None = None
-    name: str | None = None
+    # id and name are None only on the blank request of a task called directly
+    id: str = None  # type: ignore[assignment]
+    name: str = None  # type: ignore[assignment]
+    # set in __init__ (fresh containers per request)
+    args: list[Any]
+    kwargs: dict[str, Any]
+    headers: dict[str, Any]
+    delivery_info: dict[str, Any]
     callbacks: list | None = None
     errbacks: list | None = None
     chain: list | None = None
@@ -255,6 +257,12 @@ def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | N
         ContentDisallowed: the content type is not in ``accept_content``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
+    # kombu is imported here, not at the top: @app.task imports this module,
+    # and a script must be able to declare tasks before worker_main patches.
+    from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
+    from kombu.exceptions import DecodeError
+    from kombu.serialization import loads
+
     headers = message.headers
     if not isinstance(headers, dict) or "task" not in headers:
         raise InvalidMessage(

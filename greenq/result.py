@@ -127,7 +127,8 @@ class AsyncResult:
 
     def revoke(self, terminate: bool = False, signal: str = "SIGTERM", **kwargs: Any) -> Any:
         """Ask every worker to skip (or, with ``terminate``, stop) this task."""
-        return self.app.control.revoke(self.id, terminate=terminate, signal=signal, **kwargs)
+        return self.app.control.revoke(  # type: ignore[attr-defined]  # app.control: greenq/control.py
+            self.id, terminate=terminate, signal=signal, **kwargs)
 
     def as_tuple(self) -> tuple:
         return (self.id, None), None
@@ -150,7 +151,8 @@ class EagerResult(AsyncResult):
     def _decode(self, meta: dict[str, Any]) -> Any:
         return meta["result"]
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.005,
+            disable_sync_subtasks: bool = False) -> Any:
         return self._maybe_raise(self._get_meta(), propagate)
 
     def forget(self) -> None:
@@ -215,7 +217,8 @@ class ResultSet:
             r.forget()
 
     def revoke(self, terminate: bool = False, **kwargs: Any) -> Any:
-        return self.app.control.revoke([r.id for r in self.results], terminate=terminate, **kwargs)
+        return self.app.control.revoke(  # type: ignore[attr-defined]  # app.control: greenq/control.py
+            [r.id for r in self.results], terminate=terminate, **kwargs)
 
 
 class GroupResult(ResultSet):

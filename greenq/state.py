@@ -48,7 +48,7 @@ class LimitedSet:
         if item not in self._data:
             return False
         if self.expires and self._data[item] < time.time() - self.expires:  # type: ignore[index]
-            self._data.pop(item)  # type: ignore[arg-type]
+            self._data.pop(item)  # type: ignore[call-overload]
             return False
         return True
 
@@ -64,9 +64,11 @@ class LimitedSet:
     def merge(self, entries: dict[str, float] | Iterable[str], now: float | None = None) -> None:
         """Add entries from another set (``hello``/``--statedb``), keeping their ages."""
         if isinstance(entries, dict):
-            for item, added in sorted(entries.items(), key=lambda kv: kv[1]):
-                self._data.pop(item, None)
-                self._data[item] = added
+            merged = dict(self._data)
+            for item, added in entries.items():
+                merged[item] = max(added, merged.get(item, added))
+            # keep oldest-first order, which purge() relies on to evict the oldest
+            self._data = OrderedDict(sorted(merged.items(), key=lambda kv: kv[1]))
             self.purge(now)
         else:
             self.update(entries, now)

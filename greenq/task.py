@@ -352,7 +352,7 @@ def create_task(app: "App", fn: Callable[..., Any], options: dict[str, Any]) -> 
         "__wrapped__": fn,
         **options,
     }
-    cls = type(fn.__name__, (base,), attrs)
+    cls: type[Task] = type(fn.__name__, (base,), attrs)
     task = cls()
     task._options = dict(config_backed)
     try:

@@ -29,7 +29,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from greenq import signals, states
+from greenq import signals
 from greenq.exceptions import (
     ConfigurationError,
     ContentDisallowed,
@@ -37,7 +37,7 @@ from greenq.exceptions import (
     MessageTooLarge,
     NotRegistered,
 )
-from greenq.execute import ACK, REJECT, REQUEUE, Outcome, Tracer
+from greenq.execute import ACK, REQUEUE, Outcome, Tracer
 from greenq.pools import create_pool, default_concurrency
 from greenq.protocol import Request, decode, nodename
 from greenq.scheduler import EtaHeap
@@ -274,7 +274,7 @@ class Worker:
             self.release_due(time.time())
             try:
                 self.connection.drain_events(timeout=self.tick())
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except errors as exc:
                 if self._stop is not None:

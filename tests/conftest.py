@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import broker_urls, unique
+from tests.support import AMQP_URL, REDIS_URL, _reachable, broker_urls, unique
 
 
 @pytest.fixture
@@ -13,8 +13,16 @@ def home(tmp_path):
 
 @pytest.fixture
 def queue():
-    """A queue name no other test uses."""
-    return unique("q")
+    """A queue name no other test uses, deleted from Redis and RabbitMQ afterwards."""
+    name = unique("q")
+    yield name
+    from tests.integration.helpers import drop_queue
+    for url in (REDIS_URL, AMQP_URL):
+        if _reachable(url):
+            try:
+                drop_queue(url, name)
+            except Exception as exc:  # cleanup must not hide the test's own result
+                print(f"could not delete queue {name} on {url}: {exc!r}")
 
 
 @pytest.fixture(params=["embedded", "redis", "amqp"])

@@ -111,4 +111,4 @@ def test_unknown_settings_are_rejected(mongo):
     url, _ = mongo
     application = App("x", backend=url, mongodb_backend_settings={"databse": "x"})
     with pytest.raises(ConfigurationError, match="databse"):
-        application.backend
+        _ = application.backend

@@ -28,6 +28,8 @@ from pymongo.errors import DuplicateKeyError
 from greenq import states
 from greenq.backends.base import Backend, pending_meta
 
+OPTIONAL_META = ("group_id", "parent_id", "name", "args", "kwargs", "worker", "retries", "queue")
+
 
 class MongoBackend(Backend):
 
@@ -71,6 +73,8 @@ class MongoBackend(Backend):
         date_done = document.get("date_done")
         result = document.get("result")
         return {
+            # stored only with a group or a parent, or with result_extended
+            **{key: document[key] for key in OPTIONAL_META if key in document},
             "task_id": document["_id"],
             "status": document["status"],
             "result": self.decode(result) if isinstance(result, (str, bytes)) else result,

@@ -58,7 +58,7 @@ class RedisBackend(Backend):
         self.keyprefix = f"{prefix}_" if prefix and not prefix.endswith("_") else prefix
         size = conf.result_max_connections or app.connection_pool_size()
         self.pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=size, timeout=conf.broker_pool_acquire_timeout,
+            url or "redis://", max_connections=size, timeout=conf.broker_pool_acquire_timeout,
             socket_timeout=options.pop("socket_timeout", 30.0),
             socket_connect_timeout=options.pop("socket_connect_timeout", conf.broker_connection_timeout),
             health_check_interval=options.pop("health_check_interval", 25),
@@ -144,13 +144,13 @@ class RedisBackend(Backend):
                 if message is None or message.get("type") != "message":
                     continue
                 channel = message["channel"]
-                task_id = key_to_id.get(channel.decode() if isinstance(channel, bytes) else channel)
-                if task_id not in waiting:
+                found = key_to_id.get(channel.decode() if isinstance(channel, bytes) else channel)
+                if found is None or found not in waiting:
                     continue
                 meta = self.decode(message["data"])
                 if meta["status"] in states.READY_STATES:
-                    waiting.discard(task_id)
-                    yield task_id, meta
+                    waiting.discard(found)
+                    yield found, meta
         finally:
             try:
                 pubsub.close()

@@ -107,10 +107,11 @@ def create_pool(name: str, limit: int, **options: object) -> "BasePool":
     check_pool_name(name)
     if limit < 1:
         raise ConfigurationError(f"concurrency must be at least 1, got {limit}")
-    if name in GREEN_POOLS and patched_with() != name:
+    current = patched_with()
+    if name in GREEN_POOLS and current != name:
         raise PatchError(
             f"-P {name} needs the process patched for {name} before the worker starts; "
-            f"it is {'patched for ' + patched_with() if patched_with() else 'not patched'}. "
+            f"it is {'patched for ' + current if current else 'not patched'}. "
             f"Use `greenq worker -P {name}` or call greenq.pools.patch({name!r}) first.")
     module_name, _, cls_name = POOLS[name].partition(":")
     try:

@@ -159,14 +159,30 @@ class Channel(kombu_redis.Channel):
             self.flush_acks()
         except self.connection_errors:
             pass  # the server is gone: the messages come back after the visibility timeout
+        # kombu's close() reads a BRPOP still in flight and hands its message
+        # to the transport, which has already forgotten this channel, so the
+        # message is dropped.  That loses a message requeued (or republished)
+        # at shutdown, since the pending BRPOP takes it straight back.  Read
+        # the reply here and push the message back to where it was popped from.
+        if self._in_poll and not self.closed:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP")
+            except self.connection_errors:
+                reply = None  # the connection is gone; the server did not pop for it
+            finally:
+                self._in_poll = False
+            if reply:
+                queue_key, payload = reply
+                self.client.rpush(queue_key, payload)
         super().close()
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
-        for channel in self.channels:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:  # type: ignore[override]
+        channel: Channel  # (kombu's two Transport bases disagree on this signature)
+        for channel in self.channels or ():
             channel.flush_acks()
         return super().drain_events(connection, timeout=timeout)
 
