@@ -15,8 +15,9 @@ from sending to the task finishing (both clocks on this machine).  Phases:
                  on the hub between the I/O tasks
 
 io-only, io+offload and io+outside alternate ``--runs`` times on one worker
-(each phase waits for its CPU tasks to finish); io+inline runs once at the end.  The issue's bar: the p99 of io+offload is within 20%
-of io-only.  Run by hand:
+(each phase waits for its CPU tasks to finish); io+inline runs once at the
+end.  The issue's bar: the p99 of io+offload is within 20% of io-only.
+Results and how to read them: docs/feedhub-benchmark.md.  Run by hand:
 
     python bench/offload_latency.py --broker redis://127.0.0.1:6379/4
 """
@@ -119,7 +120,7 @@ def main() -> None:
                 break
             except Exception:
                 if worker.poll() is not None:
-                    raise SystemExit(f"the worker exited; see {log}")
+                    raise SystemExit(f"the worker exited; see {log}") from None
         started = datetime.now(timezone.utc)
         rows = []
         for run in range(args.runs):
@@ -145,7 +146,8 @@ def main() -> None:
     with open(args.json, "w") as f:
         json.dump({"meta": meta, "phases": rows}, f, indent=2)
     print(f"\n{meta['date']}, {meta['machine']}, Python {meta['python']}, broker {args.broker}")
-    print(f"worker: greenq {meta['worker']} (CPU pool nice +{args.nice}); I/O tasks {args.io_rate:.0f}/s waiting {args.io_wait * 1000:.0f} ms; "
+    print(f"worker: greenq {meta['worker']} (CPU pool nice +{args.nice}); "
+          f"I/O tasks {args.io_rate:.0f}/s waiting {args.io_wait * 1000:.0f} ms; "
           f"CPU tasks {args.cpu_rate:.0f}/s x {args.cpu_ms:.0f} ms; {args.seconds:.0f} s phases, "
           f"first {args.warmup:.1f} s not counted\n")
     print("| phase | run | I/O tasks | p50 ms | p90 ms | p99 ms | max ms | CPU task p50 ms | load avg |")

@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
+from tests.integration.helpers import drop_queue
 from tests.support import ROOT, require, unique, worker
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def run(argv, env, timeout=150):
@@ -65,11 +66,5 @@ def test_the_same_app_on_redis_with_separate_green_and_prefork_workers(tmp_path)
     finally:
         server.terminate()
         server.wait(10)
-        _delete_queues(redis_url, [fetch_q, parse_q])
-
-
-def _delete_queues(url, names):
-    from kombu import Connection, Queue
-    with Connection(url) as conn:
-        for name in names:
-            Queue(name)(conn.default_channel).delete()
+        for name in (fetch_q, parse_q):
+            drop_queue(redis_url, name)

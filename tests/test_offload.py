@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from greenq import App
 from greenq.cli import main
 from greenq.exceptions import ConfigurationError, TimeLimitExceeded
+from tests.integration.helpers import drop_queue
 from tests.support import broker_urls, client_app, unique, worker
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,13 +35,9 @@ def green(request, tmp_path_factory):
         try:
             yield proc, app, queue
         finally:
-            try:
-                with app.connection() as conn:
-                    for name in (queue, f"{queue}-cpu"):
-                        app.queues.get_or_create(name)(conn.default_channel).delete()
-            except Exception:
-                pass
             app.close()
+            for name in (queue, f"{queue}-cpu"):
+                drop_queue(broker_url, name)
 
 
 def io_latencies_while(app, cpu_task):
@@ -52,6 +49,7 @@ def io_latencies_while(app, cpu_task):
     return [r["finished_at"] - r["sent_at"] for r in results], cpu.get(timeout=30), results
 
 
+@pytest.mark.slow
 def test_cpu_tasks_run_in_a_child_and_io_tasks_keep_flowing(green):
     proc, app, queue = green
     assert "+ 1 CPU processes" in proc.log
@@ -61,6 +59,7 @@ def test_cpu_tasks_run_in_a_child_and_io_tasks_keep_flowing(green):
     assert max(latencies) < IO_WAIT + 0.5, latencies   # not held behind 1.5 s of CPU work
 
 
+@pytest.mark.slow
 def test_control_the_same_work_not_declared_cpu_bound_holds_every_green_thread(green):
     proc, app, queue = green
     latencies, pid, _ = io_latencies_while(app, "crunch_here")
@@ -68,12 +67,14 @@ def test_control_the_same_work_not_declared_cpu_bound_holds_every_green_thread(g
     assert max(latencies) > CRUNCH - 0.5, latencies
 
 
+@pytest.mark.slow
 def test_a_cpu_queue_sends_any_task_to_the_pool(green):
     proc, app, queue = green
     assert app.send_task("tests.apps.mixed.pid", queue=f"{queue}-cpu").get(timeout=20) != proc.pid
     assert app.send_task("tests.apps.mixed.pid").get(timeout=20) == proc.pid
 
 
+@pytest.mark.slow
 def test_cpu_processes_run_at_a_lower_priority_than_the_green_threads(green):
     proc, app, queue = green
     here = app.send_task("tests.apps.mixed.niceness").get(timeout=20)
@@ -81,6 +82,7 @@ def test_cpu_processes_run_at_a_lower_priority_than_the_green_threads(green):
     assert there == min(here + 10, 19)   # worker_cpu_pool_nice
 
 
+@pytest.mark.slow
 def test_hard_time_limit_of_an_offloaded_task(green):
     proc, app, queue = green
     started = time.monotonic()
@@ -90,6 +92,7 @@ def test_hard_time_limit_of_an_offloaded_task(green):
     assert app.send_task("tests.apps.mixed.crunch", (0.05,)).get(timeout=20) != proc.pid
 
 
+@pytest.mark.slow
 def test_many_cpu_tasks_queue_for_the_pool_without_taking_green_slots(green):
     proc, app, queue = green
     cpu = [app.send_task("tests.apps.mixed.crunch", (0.2,)) for _ in range(6)]   # 1.2 s for one child
@@ -100,6 +103,7 @@ def test_many_cpu_tasks_queue_for_the_pool_without_taking_green_slots(green):
     assert proc.pid not in {r.get(timeout=30) for r in cpu}   # all six waited for the child
 
 
+@pytest.mark.slow
 def test_green_worker_without_a_cpu_pool_warns_about_cpu_tasks(home):
     broker_url, backend_url = broker_urls("embedded")
     with worker("tests.apps.mixed", broker=broker_url, backend=backend_url, pool="gevent", concurrency=10,

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from greenq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from tests.integration.helpers import drop_queue
 from tests.support import broker_urls, client_app, unique, worker
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 MAX_TASKS = 3
 MAX_MEMORY_KIB = 150 * 1024
@@ -34,17 +35,9 @@ def prefork(request, tmp_path_factory):
         try:
             yield proc, app
         finally:
-            _delete_queues(app, [queue, f"{queue}-cpu"])
             app.close()
-
-
-def _delete_queues(app, names):
-    try:
-        with app.connection() as conn:
-            for name in names:
-                app.queues.get_or_create(name)(conn.default_channel).delete()
-    except Exception:
-        pass
+            for name in (queue, f"{queue}-cpu"):
+                drop_queue(broker_url, name)
 
 
 def call(app, name, *args, timeout=20, **options):

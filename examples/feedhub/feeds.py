@@ -110,7 +110,7 @@ def _summary(rng: random.Random, site: int) -> str:
 
 def _dates(rng: random.Random, count: int) -> list[datetime]:
     now = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-    minutes = sorted((rng.randint(0, 60 * 24 * 30) for _ in range(count)))
+    minutes = sorted(rng.randint(0, 60 * 24 * 30) for _ in range(count))
     return [now - timedelta(minutes=m) for m in minutes]
 
 

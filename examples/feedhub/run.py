@@ -192,8 +192,8 @@ def wait_for(path: str, pattern: str, proc: subprocess.Popen, timeout: float) ->
 
 def demo(args: argparse.Namespace) -> int:
     try:
-        import gevent  # noqa: F401
         import feedparser  # noqa: F401
+        import gevent  # noqa: F401
         import requests  # noqa: F401
     except ImportError as exc:
         print(f"feedhub needs {exc.name}: pip install -e '.[examples]'", file=sys.stderr)

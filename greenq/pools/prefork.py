@@ -21,10 +21,10 @@ also stops code stuck in a C call, and starts a replacement.  After
 that task and replaced.
 
 The supervisor -- one loop that waits on every child's result pipe and exit
-sentinel -- blocks only through :mod:`threading` and :func:`select.poll`.  In
-a process patched by gevent those are gevent's, so the supervisor is a green
-thread and waits cooperatively (the I/O green threads keep running); in an
-unpatched worker (``-P prefork``) it is an OS thread.
+sentinel -- blocks only through :mod:`threading` and :mod:`select`.  In a
+process patched by gevent or eventlet those are green, so the supervisor is
+a green thread and waits cooperatively (the I/O green threads keep running);
+in an unpatched worker (``-P prefork``) it is an OS thread.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from greenq.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
-from greenq.execute import ACK, REQUEUE, Outcome
+from greenq.execute import REQUEUE, Outcome
 from greenq.pools.base import BasePool, no_limits
 
 if TYPE_CHECKING:
@@ -451,13 +451,9 @@ class ProcessPool:
                         by_fd[child.rx.fileno()] = ("message", child)
                         by_fd[child.process.sentinel] = ("exit", child)
                     timeout = self._next_timeout()
-                poller = select.poll()
-                poller.register(self._wake_r, select.POLLIN)
-                for fd in by_fd:
-                    poller.register(fd, select.POLLIN)
-                events = poller.poll(timeout * 1000.0)
+                events = _wait_readable([self._wake_r, *by_fd], timeout)
                 exited = []
-                for fd, _ in events:
+                for fd in events:
                     if fd == self._wake_r:
                         try:
                             os.read(self._wake_r, 4096)
@@ -668,6 +664,21 @@ class ProcessPool:
         except Exception:  # an event that cannot be sent must not lose the outcome
             logger.exception("task %s[%s]: could not send its event", job.request.name, job.request.id)
         job.on_outcome(outcome)
+
+
+def _wait_readable(fds: list[int], timeout: float) -> list[int]:
+    """The fds in ``fds`` that are readable (or closed) within ``timeout`` seconds.
+
+    ``select.poll`` where it exists (gevent's when patched; no limit on fd
+    numbers), ``select.select`` otherwise (eventlet's patched module has no poll).
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        return [fd for fd, _ in poller.poll(timeout * 1000.0)]
+    readable, _, _ = select.select(fds, [], [], timeout)
+    return list(readable)
 
 
 def _kill(pid: int, signum: int) -> bool:
