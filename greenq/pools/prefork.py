@@ -544,12 +544,15 @@ class ProcessPool:
             if following is not None:   # already in the child's pipe: it has started
                 following.start_clock(time.monotonic())
                 kill_now = following.reason is not None   # revoked or timed out while queued
+            reasons = []
+            if self.max_memory_per_child and rss and rss > self.max_memory_per_child:
+                reasons.append(f"it uses {rss} KiB (max_memory_per_child {self.max_memory_per_child})")
+            if self.max_tasks_per_child and child.tasks >= self.max_tasks_per_child:
+                reasons.append(f"it ran {child.tasks} tasks (max_tasks_per_child)")
             if job.reason is not None or kill_now:
                 child.retiring = True   # being killed (the job finished first: report what it did)
-            elif self.max_tasks_per_child and child.tasks >= self.max_tasks_per_child:
-                self._retire(child, f"it ran {child.tasks} tasks (max_tasks_per_child)")
-            elif self.max_memory_per_child and rss and rss > self.max_memory_per_child:
-                self._retire(child, f"it uses {rss} KiB (max_memory_per_child {self.max_memory_per_child})")
+            elif reasons:
+                self._retire(child, "; ".join(reasons))
             self._changed.notify_all()
         if kill_now:
             _kill(child.pid, signal.SIGKILL)
