@@ -501,6 +501,80 @@ class Worker:
                                   expired=expired)
         self.emit_task_event("task-revoked", request, terminated=False, signum=None, expired=expired)
 
+    # ------------------------------------------------------------------ run-time changes
+    # Called in the control loop only; remote control hands them over with
+    # call_soon() and replies once they return.
+    def revoke(self, task_ids: Iterable[str], terminate: bool = False,
+               signal_name: str | None = None) -> list[str]:
+        """Revoke ``task_ids``: held or queued ones are skipped when they come up;
+        with ``terminate`` the running ones are ended now.  Returns the ids
+        that were running and were sent the termination."""
+        ids = list(task_ids)
+        self.state.revoked.update(ids)
+        for task_id in ids:  # held ETA entries: settle them now, not at their ETA
+            for request in self.eta.discard(task_id):
+                self.on_revoked(request, expired=False)
+        if ids and self.eta:
+            self.update_prefetch()
+        terminated: list[str] = []
+        if terminate:
+            for task_id in ids:
+                request = self.state.active.get(task_id)
+                if request is not None and self.terminate_request(request, signal_name):
+                    terminated.append(task_id)
+        return terminated
+
+    def terminate_request(self, request: Request, signal_name: str | None = None) -> bool:
+        """End a running request (revoke with terminate); True if it was signalled."""
+        from greenq.exceptions import Terminated
+        if request.handle is None:
+            return False
+        processes = self.processes
+        if processes is not None and processes.takes(request) and self.pool_name != "prefork":
+            return bool(processes.kill(request.handle, Terminated))
+        return bool(self.pool.kill(request.handle, Terminated))  # type: ignore[union-attr]
+
+    def set_rate_limit(self, task_name: str, rate: Any) -> None:
+        """Change ``task_name``'s rate limit (``"10/s"``, a number, None for none).
+
+        Raises:
+            NotRegistered: no such task here.
+            ConfigurationError: ``rate`` is not a rate.
+        """
+        from greenq.ratelimit import parse_rate
+        task = self._registered(task_name)
+        parse_rate(rate)
+        task.rate_limit = rate
+
+    def set_time_limit(self, task_name: str, soft: float | None = None, hard: float | None = None) -> None:
+        """Change ``task_name``'s time limits, in seconds (None: no limit).
+
+        Raises:
+            NotRegistered: no such task here.
+            ConfigurationError: a limit is negative, or soft is not below hard.
+        """
+        task = self._registered(task_name)
+        for label, value in (("soft", soft), ("hard", hard)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigurationError(f"{label} time limit must be a positive number of seconds, got {value!r}")
+        if soft is not None and hard is not None and soft >= hard:
+            raise ConfigurationError(f"soft time limit ({soft}) must be less than the hard one ({hard})")
+        task.soft_time_limit = soft
+        task.time_limit = hard
+
+    def scheduled(self) -> list[dict[str, Any]]:
+        """Held ETA/countdown tasks, in ``inspect scheduled``'s shape, soonest first."""
+        from datetime import datetime, timezone
+        return [{"eta": datetime.fromtimestamp(until, timezone.utc).isoformat(),
+                 "priority": request.priority or 0, "request": request.info()}
+                for until, request in self.eta]
+
+    def _registered(self, task_name: str) -> Any:
+        task = self.app.tasks.get(task_name)
+        if task is None:
+            raise NotRegistered(f"task {task_name!r} is not registered in this worker")
+        return task
+
     # ------------------------------------------------------------------ events
     def emit_task_event(self, kind: str, request: Request, **fields: Any) -> None:
         if self.events is not None and self.send_events:
