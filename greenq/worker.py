@@ -514,13 +514,12 @@ class Worker:
         for task_id in ids:  # held ETA entries: settle them now, not at their ETA
             for request in self.eta.discard(task_id):
                 self.on_revoked(request, expired=False)
-        if ids and self.eta:
-            self.update_prefetch()
+        self.update_prefetch()
         terminated: list[str] = []
         if terminate:
             for task_id in ids:
-                request = self.state.active.get(task_id)
-                if request is not None and self.terminate_request(request, signal_name):
+                running = self.state.active.get(task_id)
+                if running is not None and self.terminate_request(running, signal_name):
                     terminated.append(task_id)
         return terminated
 
