@@ -29,6 +29,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from kombu.clocks import LamportClock
+
 from greenq import signals
 from greenq.exceptions import (
     ConfigurationError,
@@ -133,8 +135,9 @@ class Worker:
         self.connection: Connection | None = None
         self.consumer: Consumer | None = None
         self.tracer: Tracer | None = None
-        self.events: Any = None
-        self.control: Any = None
+        self.clock = LamportClock()  # shared by events and remote control (Celery's `clock`)
+        self.events: Any = None   # greenq.events: task and worker events, heartbeats
+        self.control: Any = None  # greenq.control: the remote-control thread
         self.generation = 0
         self.late_ack_running = 0  # running tasks whose ack waits for their outcome
         self.prefetch_count = 0
