@@ -93,6 +93,15 @@ class BasePool:
         """Raise ``exc_type`` inside the slot running ``handle``; True if sent."""
         return False
 
+    def kill_threadsafe(self, handle: Any, exc_type: type[BaseException]) -> bool | None:
+        """:meth:`kill`, called from another native thread (the control plane).
+
+        Returns True or False as :meth:`kill` does when the pool could act
+        from the calling thread, or None when it cannot: the caller then
+        hands the kill to the worker's control loop.
+        """
+        return None
+
     def grow(self, n: int) -> int:
         """Add ``n`` slots; returns the new limit."""
         raise NotImplementedError
