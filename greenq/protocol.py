@@ -295,6 +295,15 @@ def _plain_json(text: bytes | str) -> Any:
     return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
 
 
+def json_loads(text: bytes | str) -> Any:
+    """kombu's JSON ``loads`` (typed values included), by the stdlib alone
+    when the text cannot hold a typed value."""
+    if isinstance(text, (bytes, str)) and not _may_hold_typed_values(text):
+        return _plain_json(text)
+    from kombu.utils.json import loads
+    return loads(text)
+
+
 def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | None = None) -> Request:
     """Decode a received kombu message into a :class:`Request`.
 
