@@ -11,7 +11,8 @@ For each mode (results ignored, results stored in Redis):
    socket or in the event loop releases it), so the samples are where the
    CPU goes.
 3. Each sample is put in one step of the per-task path by its innermost
-   frame that belongs to a step (``STEPS`` below, checked from the leaf up),
+   frame that belongs to a step (``STEPS`` below, checked from the leaf up;
+   a sample with no Python frame is gevent's compiled code),
    and the worker's CPU per task (``/proc`` at release, ``process_time`` at
    done) is split by those shares.
 4. A second, untimed pass drains again under Redis MONITOR and counts the
@@ -77,6 +78,10 @@ STEPS: list[tuple[str, str, set[str] | None]] = [
     ("control loop (on_message, tick, housekeeping)", "greenq/worker.py", None),
     ("gevent hub (event loop, callbacks)", "gevent/hub.py", None),
 ]
+# Shared helpers that both the transport (envelopes) and decode (bodies) call:
+# transparent too, so their caller decides the step.
+TRANSPARENT = {("greenq/protocol.py", name) for name in ("json_loads", "_plain_json", "_may_hold_typed_values")}
+NO_PYTHON_FRAME = "gevent compiled code: loop callbacks, green thread start/switch (no Python frame)"
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>.*):(?P<line>\d+)\)$")
 
 
@@ -86,6 +91,8 @@ def classify(stack: str) -> str:
         if not m:
             continue
         func, path = m.group("func").split(".")[-1], m.group("file")
+        if any(where in path and func == name for where, name in TRANSPARENT):
+            continue
         for step, where, funcs in STEPS:
             if where in path and (funcs is None or func in funcs):
                 return step
@@ -98,9 +105,12 @@ def read_stacks(path: str) -> tuple[collections.Counter[str], int]:
     with open(path) as f:
         for line in f:
             stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack or not count.isdigit():
+            if not count.isdigit():
                 continue
-            steps[classify(stack)] += int(count)
+            # No Python frame while holding the GIL: gevent's compiled (Cython)
+            # code -- the event loop running callbacks, green threads starting
+            # and switching -- which has no frames of its own.
+            steps[classify(stack) if stack.strip() else NO_PYTHON_FRAME] += int(count)
             total += int(count)
     return steps, total
 
@@ -147,7 +157,9 @@ def drain(bench: Bench, results: bool, n: int, tool: str, rate: int, stacks_dir:
             output = spy.communicate(timeout=60)[0]
             spy = None
             steps, total = read_stacks(out)
-            record.update(samples=total, steps=dict(steps.most_common()), pyspy=output.strip().splitlines()[-2:])
+            counted = re.search(r"Samples: \d+ Errors: \d+", output)
+            record.update(samples=total, steps=dict(steps.most_common()),
+                          pyspy=counted.group(0) if counted else output[-200:])
         if counter is not None:
             counter.__exit__(None, None, None)
             record.update(counter.per_task(n))
