@@ -10,6 +10,7 @@ worker rejects such messages without requeue and carries on.
 """
 from __future__ import annotations
 
+import json
 import os
 import reprlib
 import socket
@@ -207,6 +208,15 @@ class Request:
         if "delivery_info" not in fields or self.delivery_info is None:
             self.delivery_info = {}
 
+    @classmethod
+    def _decoded(cls, **fields: Any) -> "Request":
+        """The request :func:`decode` builds: its fields are known, and args,
+        kwargs, headers and delivery_info are always given, so the checks of
+        ``__init__`` are skipped (they cost more than the rest of the call)."""
+        request = cls.__new__(cls)
+        request.__dict__.update(fields)
+        return request
+
     @property
     def timelimit(self) -> tuple[float | None, float | None]:
         return self.time_limit, self.soft_time_limit
@@ -249,6 +259,51 @@ def _number_or_none(value: Any, field: str) -> float | None:
     return float(value) if value > 0 else None
 
 
+JSON = "application/json"
+_kombu: tuple[Any, Any, Any] | None = None
+
+
+def _kombu_serialization() -> tuple[Any, Any, Any]:
+    """kombu's ContentDisallowed, DecodeError and loads, imported on first use:
+    @app.task imports this module, and a script must be able to declare tasks
+    before worker_main patches.  (Cached: three imports per message cost more
+    than the rest of decoding a small body.)"""
+    global _kombu
+    if _kombu is None:
+        from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
+        from kombu.exceptions import DecodeError
+        from kombu.serialization import loads
+        _kombu = (KombuContentDisallowed, DecodeError, loads)
+    return _kombu
+
+
+def _may_hold_typed_values(text: bytes | str) -> bool:
+    """Whether JSON ``text`` may hold one of kombu's typed values
+    (``{"__type__": "datetime", "__value__": ...}``, decoded by kombu's
+    ``object_hook``).  Such a key is spelled either literally or with a
+    ``\\u`` escape (JSON has no other way to write ``_`` or a letter), so
+    text with neither decodes to the same value with or without the hook."""
+    if isinstance(text, str):
+        return "__type__" in text or "\\u" in text
+    return b"__type__" in text or b"\\u" in text
+
+
+def _plain_json(text: bytes | str) -> Any:
+    """``json.loads`` without kombu's hook, for text that cannot need it: the
+    stdlib's shared decoder instead of a new decoder and a Python call per
+    object.  Bytes are UTF-8, as kombu reads them."""
+    return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+def json_loads(text: bytes | str) -> Any:
+    """kombu's JSON ``loads`` (typed values included), by the stdlib alone
+    when the text cannot hold a typed value."""
+    if isinstance(text, (bytes, str)) and not _may_hold_typed_values(text):
+        return _plain_json(text)
+    from kombu.utils.json import loads
+    return loads(text)
+
+
 def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | None = None) -> Request:
     """Decode a received kombu message into a :class:`Request`.
 
@@ -257,12 +312,7 @@ def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | N
         ContentDisallowed: the content type is not in ``accept_content``.
         MessageTooLarge: the body is larger than ``max_size`` bytes.
     """
-    # kombu is imported here, not at the top: @app.task imports this module,
-    # and a script must be able to declare tasks before worker_main patches.
-    from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
-    from kombu.exceptions import DecodeError
-    from kombu.serialization import loads
-
+    kombu_content_disallowed, kombu_decode_error, loads = _kombu_serialization()
     headers = message.headers
     if not isinstance(headers, dict) or "task" not in headers:
         raise InvalidMessage(
@@ -281,12 +331,16 @@ def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | N
             "pass large data by reference (a URL or a key) instead")
     content_type = message.content_type
     try:
-        payload = loads(body, content_type, message.content_encoding, accept=accept)
-    except KombuContentDisallowed:
+        if content_type == JSON and JSON in accept and body and isinstance(body, (bytes, str)) \
+                and not _may_hold_typed_values(body):
+            payload = _plain_json(body)
+        else:
+            payload = loads(body, content_type, message.content_encoding, accept=accept)
+    except kombu_content_disallowed:
         raise ContentDisallowed(
             f"content type {content_type!r} is not accepted (accept_content={sorted(accept)}); "
             "add its serializer to accept_content only if you trust every sender") from None
-    except (DecodeError, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (kombu_decode_error, ValueError, TypeError, RecursionError) as exc:
         raise InvalidMessage(f"body cannot be decoded as {content_type}: {exc}") from None
     if not isinstance(payload, (list, tuple)) or len(payload) != 3:
         raise InvalidMessage("body must be [args, kwargs, embed] (protocol v2)")
@@ -307,7 +361,7 @@ def decode(message: Any, *, accept: set[str] | frozenset[str], max_size: int | N
         raise InvalidMessage(f"header 'timelimit' must be [hard, soft], got {timelimit!r}")
     properties = message.properties
     delivery_info = message.delivery_info or {}
-    return Request(
+    return Request._decoded(
         id=task_id,
         name=name,
         args=list(args),

@@ -188,6 +188,45 @@ def test_oversized_body_is_refused_before_it_is_decoded():
     assert decode(kombu_message(body, _good_headers()), accept=JSON_ONLY, max_size=len(body)).args == ["x" * 2000]
 
 
+BODIES_FOR_BOTH_JSON_PATHS = [
+    # (why, the body's [args, kwargs, embed]) -- plain JSON takes decode()'s fast path,
+    # the rest go through kombu's registry and its object_hook
+    ("plain values", [[1, "two", None, True, 2.5], {"key": ["list"]}, {"callbacks": None}]),
+    ("non-ASCII text, written with \\u escapes", [["h\u00e9llo \u2603"], {"name": "\u00e5"}, {}]),
+    ("a kombu datetime", [[datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)], {}, {}]),
+    ("the marker as a plain string", [["__type__"], {"__type__": "not a marker"}, {}]),
+]
+
+
+@pytest.mark.parametrize("why, value", BODIES_FOR_BOTH_JSON_PATHS, ids=[case[0] for case in BODIES_FOR_BOTH_JSON_PATHS])
+def test_json_bodies_decode_to_what_kombu_decodes(why, value):
+    from kombu.serialization import dumps, loads
+    _, _, body = dumps(value, serializer="json")
+    body = body.encode() if isinstance(body, str) else body
+    expected = loads(body, "application/json", "utf-8", accept=JSON_ONLY)
+    for given in (body, body.decode()):
+        request = decode(kombu_message(given, _good_headers()), accept=JSON_ONLY)
+        assert [request.args, request.kwargs] == [list(expected[0]), expected[1]]
+    assert type(request.args[0]) is type(expected[0][0])
+
+
+@pytest.mark.parametrize("body", [b"[[1], {}, {}", b'[["\xff"], {}, {}]', b"[" * 100_000 + b"]" * 100_000,
+                                  b"[[1], {}, {}] trailing"],
+                         ids=["truncated", "not UTF-8", "nested too deep", "trailing data"])
+def test_json_bodies_that_cannot_be_decoded_are_invalid(body):
+    with pytest.raises(InvalidMessage, match="cannot be decoded"):
+        decode(kombu_message(body, _good_headers()), accept=JSON_ONLY)
+
+
+def test_decoded_request_has_fresh_containers_and_the_class_defaults():
+    first = decode(celery_message("simple"), accept=JSON_ONLY)
+    second = decode(celery_message("simple"), accept=JSON_ONLY)
+    assert first.args is not second.args and first.headers is not second.headers
+    assert first.task is None and first.acknowledged is False and first.handle is None
+    first.acknowledged = True
+    assert second.acknowledged is False
+
+
 def test_pickle_is_decoded_only_when_explicitly_accepted():
     body = pickle.dumps(([1, 2], {}, {"callbacks": None}))
     request = decode(kombu_message(body, _good_headers(), "application/x-python-serialize"),
