@@ -106,7 +106,13 @@ SETTINGS: dict[str, Option] = {
     "worker_send_task_events": Option(False, (bool,)),
     "worker_hijack_root_logger": Option(True, (bool,)),
     "worker_log_format": Option("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s", (str,)),
-    "worker_state_db": Option(None, (str, OPT)),
+    "worker_state_db": Option(None, (str, OPT), "file keeping the revoked set across restarts (--statedb)"),
+    "worker_blocking_threshold": Option(1.0, NUM + (OPT,), "green pools: report a task that holds the hub "
+                                        "this many seconds (log and stats); 0 or None: off", _non_negative),
+    "worker_stuck_task_exit_after": Option(
+        10.0, NUM + (OPT,), "green pools: seconds after a hard time limit was raised into a task "
+        "that still holds the hub (a blocking C call) before the worker stores its failure and exits "
+        "with code 70 for its supervisor to restart it; 0 or None: never exit", _non_negative),
     "worker_revokes_max": Option(50000, (int,), check=_positive),
     "worker_revoke_expires": Option(10800.0, NUM, check=_positive),
     "worker_strict_patching": Option(True, (bool,), "refuse a green pool in a process patched too late"),

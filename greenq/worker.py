@@ -59,6 +59,7 @@ PREFETCH_COUNT_MAX = 0xFFFF  # above this AMQP means "unlimited": never send it
 BUSY_TICK = 0.005            # seconds: loop period while outcomes may be waiting
 RUNNING_TICK = 0.05          # seconds: while only early-acked tasks run
 IDLE_TICK = 1.0              # seconds: nothing in flight
+EXIT_STUCK = 70              # exit code: a task stuck past its hard limit held the hub (EX_SOFTWARE)
 
 
 def expand_hostname(name: str | None) -> str:
@@ -156,10 +157,17 @@ class Worker:
         app._concurrency_hint = self.concurrency
         app.import_default_modules()
         signals.worker_init.send(sender=self, worker=self)
-        prefork = {"app": app, "time_limit": self.time_limit, "soft_time_limit": self.soft_time_limit}
-        self.pool = create_pool(self.pool_name, self.concurrency,
-                                **(prefork if self.pool_name == "prefork" else {}), **self.pool_options)
+        extra: dict[str, Any] = {}
+        if self.pool_name == "prefork":
+            extra = {"app": app, "time_limit": self.time_limit, "soft_time_limit": self.soft_time_limit}
+        elif self.pool_name in ("gevent", "eventlet"):
+            extra = {"blocking_threshold": app.conf.worker_blocking_threshold,
+                     "stuck_exit_after": app.conf.worker_stuck_task_exit_after}
+        self.pool = create_pool(self.pool_name, self.concurrency, **extra, **self.pool_options)
         self.pool.start()
+        monitor = getattr(self.pool, "monitor", None)
+        if monitor is not None:
+            monitor.on_stuck = self.on_stuck_task
         self.tracer = Tracer(app, self.pool, self.hostname, emit=None,
                              time_limit=self.time_limit, soft_time_limit=self.soft_time_limit)
         self.processes = self.start_processes()
@@ -577,6 +585,28 @@ class Worker:
             raise NotRegistered(f"task {task_name!r} is not registered in this worker")
         return task
 
+    def on_stuck_task(self, request: Any) -> None:
+        """Called from the hub monitor's thread: ``request`` ran past its hard
+        limit inside a call nothing can interrupt, and the hub is still held.
+
+        Nothing in this process can run until that call returns, so the
+        worker stores the failure and exits (code ``EXIT_STUCK``) for its
+        supervisor to start a fresh one.  Late-acked messages, this one
+        included, go back to the queue when the broker sees the connection close.
+        """
+        from greenq.exceptions import TimeLimitExceeded
+        name, task_id = getattr(request, "name", "?"), getattr(request, "id", None)
+        logger.critical("%s: task %s[%s] is stuck past its hard time limit in a call that cannot be interrupted "
+                        "(a blocking C call?) and holds the hub: storing its failure and exiting with code %d "
+                        "so that a supervisor restarts the worker (worker_stuck_task_exit_after)",
+                        self.hostname, name, task_id, EXIT_STUCK)
+        if task_id and request is not None and not getattr(request, "ignore_result", False):
+            self._store_failure(task_id, TimeLimitExceeded(
+                f"task {name} ran past its hard time limit in a call that could not be interrupted; "
+                "the worker was restarted"))
+        logging.shutdown()
+        os._exit(EXIT_STUCK)
+
     # ------------------------------------------------------------------ events
     def emit_task_event(self, kind: str, request: Request, **fields: Any) -> None:
         if self.events is not None and self.send_events:
@@ -647,6 +677,7 @@ class Worker:
             "cpu_pool": (self.processes.info() if self.processes is not None and self.pool_name != "prefork"
                          else None),
             "cpu_ready": len(self.cpu_ready),
+            "blocking": monitor.stats() if (monitor := getattr(self.pool, "monitor", None)) is not None else None,
         }
 
 

@@ -1,7 +1,13 @@
-"""The gevent pool: one green thread per running task, in one OS thread."""
+"""The gevent pool: one green thread per running task, in one OS thread.
+
+Time limits are hub timers that throw into the task's green thread when it
+yields; a task that never yields is reached by the hub monitor
+(:mod:`greenq.pools.monitor`), a native thread that also reports blocking.
+"""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Callable, Iterator
 
 import gevent
@@ -10,6 +16,7 @@ from gevent import monkey
 
 from greenq.exceptions import HardTimeLimit, SoftTimeLimitExceeded
 from greenq.pools.base import BasePool, NativeThread
+from greenq.pools.monitor import TICK, HubMonitor, Watched
 
 
 class GeventPool(BasePool):
@@ -25,9 +32,30 @@ class GeventPool(BasePool):
         # and a plain number makes grow/shrink trivial.
         self._group = gevent.pool.Group()
         self._hub = gevent.get_hub()
+        self.monitor: HubMonitor | None = None
+        self._tick_timer: Any = None
+
+    def start(self) -> None:
+        """Start the hub monitor (see :mod:`greenq.pools.monitor`)."""
+        self.monitor = HubMonitor(
+            self.start_native_thread, monkey.get_original("time", "sleep"),
+            monkey.get_original("_thread", "get_ident")(),
+            blocking_threshold=self.options.get("blocking_threshold", 1.0),
+            stuck_exit_after=self.options.get("stuck_exit_after", 10.0))
+        self._tick_timer = self._hub.loop.timer(TICK, TICK)
+        self._tick_timer.start(self.monitor.tick)
+        self.monitor.start()
+
+    def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self._tick_timer is not None:
+            self._tick_timer.close()
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self._group.spawn(fn, *args)
+        if self.monitor is None:
+            return self._group.spawn(fn, *args)
+        return self._group.spawn(_watched, self.monitor, fn, args)
 
     def free_count(self) -> int:
         return max(0, self.limit - len(self._group))
@@ -41,6 +69,19 @@ class GeventPool(BasePool):
         handle.kill(exc_type, block=False)
         return True
 
+    def kill_threadsafe(self, handle: Any, exc_type: type[BaseException]) -> bool:
+        """Kill from another thread: straight into the task if it holds the hub,
+        else through the hub's thread-safe callback."""
+        if handle.dead:
+            return False
+        monitor = self.monitor
+        if monitor is not None:
+            watched = monitor.running.get(handle)
+            if watched is not None and monitor.raise_in(watched, exc_type):
+                return True
+        self._hub.loop.run_callback_threadsafe(self.kill, handle, exc_type)
+        return True
+
     def grow(self, n: int) -> int:
         self.limit += n
         return self.limit
@@ -51,20 +92,25 @@ class GeventPool(BasePool):
 
     @contextlib.contextmanager
     def time_limits(self, soft: float | None, hard: float | None) -> Iterator[None]:
-        # Two independent timers, each raising its own exception instance in
-        # this greenlet: catching the soft one cannot cancel the hard one.
+        # Two independent hub timers, each throwing its own exception into
+        # this greenlet: catching the soft one cannot cancel the hard one.  The
+        # monitor raises the same exceptions if the task never yields; the
+        # flags on `watched` make each fire once, whichever gets there first.
+        current = gevent.getcurrent()
+        watched = self.monitor.set_limits(current, soft, hard) if self.monitor is not None else None
         timers = []
-        if hard:
-            timers.append(gevent.Timeout(hard, HardTimeLimit(hard)))
-        if soft:
-            timers.append(gevent.Timeout(soft, SoftTimeLimitExceeded(soft)))
-        for timer in timers:
-            timer.start()
+        for seconds, exc_type in ((hard, HardTimeLimit), (soft, SoftTimeLimitExceeded)):
+            if seconds:
+                timer = self._hub.loop.timer(seconds)
+                timer.start(_expire, current, watched, exc_type, seconds)
+                timers.append(timer)
         try:
             yield
         finally:
             for timer in timers:
                 timer.close()
+            if watched is not None:
+                watched.soft_at = watched.hard_at = None
 
     def sleep(self, seconds: float) -> None:
         gevent.sleep(seconds)
@@ -77,3 +123,33 @@ class GeventPool(BasePool):
     def call_soon_threadsafe(self, fn: Callable[[], Any]) -> bool:
         self._hub.loop.run_callback_threadsafe(fn)
         return True
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        if self.monitor is not None:
+            info["blocking"] = self.monitor.stats()
+        return info
+
+
+def _watched(monitor: HubMonitor, fn: Callable[..., Any], args: tuple) -> Any:
+    """Run a task in its green thread, known to the monitor while it runs."""
+    current = gevent.getcurrent()
+    monitor.task_started(current, args[0] if args else None)
+    try:
+        return fn(*args)
+    finally:
+        monitor.task_finished(current)
+
+
+def _expire(greenlet: Any, watched: Watched | None, exc_type: type[BaseException], seconds: float) -> None:
+    """A limit's hub timer fired: throw into the task unless the monitor already did."""
+    if watched is not None:
+        if exc_type is SoftTimeLimitExceeded:
+            if watched.soft_sent:
+                return
+            watched.soft_sent = True
+        else:
+            if watched.hard_sent_at is not None:
+                return
+            watched.hard_sent_at = time.monotonic()
+    greenlet.throw(exc_type(seconds))
