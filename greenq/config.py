@@ -103,6 +103,8 @@ SETTINGS: dict[str, Option] = {
     "worker_eta_task_limit": Option(None, (int, OPT), "most ETA tasks held in memory", _positive),
     "worker_shutdown_timeout": Option(10.0, NUM, "warm-shutdown drain deadline, seconds", _non_negative),
     "worker_disable_rate_limits": Option(False, (bool,)),
+    "worker_rate_limit_max_keys": Option(10000, (int,), "buckets kept per task type with rate_limit_key; "
+                                         "the least recently used idle ones are dropped", _positive),
     "worker_send_task_events": Option(False, (bool,)),
     "worker_hijack_root_logger": Option(True, (bool,)),
     "worker_log_format": Option("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s", (str,)),

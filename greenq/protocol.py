@@ -191,6 +191,7 @@ class Request:
     worker_pid: int | None = None
     handle: Any = None
     generation: int = 0
+    admitted: bool = False  # took its rate-limit token (greenq.ratelimit): not asked again
     shadow: str | None = None
     stamps: Any = None
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from greenq.config import suggest
 from greenq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
 from greenq.protocol import Request
-from greenq.ratelimit import parse_rate
+from greenq.ratelimit import RATE_LIMIT_SCOPES, parse_rate
 
 if TYPE_CHECKING:
     from greenq.app import App
@@ -60,6 +60,18 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
             raise ConfigurationError(f"task option max_retries must be an integer >= 0 or None, got {value!r}")
     if "rate_limit" in options:
         parse_rate(options["rate_limit"])
+    key_fn = options.get("rate_limit_key")
+    if key_fn is not None:
+        if not callable(key_fn):
+            raise ConfigurationError(
+                f"task option rate_limit_key must be a function of the task's arguments returning the "
+                f"bucket key (for example the domain of a URL), got {key_fn!r}")
+        checked["rate_limit_key"] = staticmethod(key_fn)
+    scope = options.get("rate_limit_scope")
+    if scope is not None and scope not in RATE_LIMIT_SCOPES:
+        raise ConfigurationError(
+            f"task option rate_limit_scope must be 'worker' (each worker has its own buckets) or 'global' "
+            f"(one bucket shared by every worker, kept in Redis), got {scope!r}")
     for key in ("autoretry_for", "dont_autoretry_for"):
         if key in options:
             checked[key] = _exception_classes(key, options[key])
@@ -93,6 +105,8 @@ TASK_OPTIONS: dict[str, str | None] = {
     "autoretry_for": None, "dont_autoretry_for": None, "retry_kwargs": None,
     "retry_backoff": None, "retry_backoff_max": None, "retry_jitter": None,
     "rate_limit": "task_default_rate_limit",
+    "rate_limit_key": None,    # calls -> bucket key: per-key rate limits (greenq/ratelimit.py)
+    "rate_limit_scope": None,  # "worker" or "global" (Redis-backed, shared by every worker)
     "time_limit": "task_time_limit",
     "soft_time_limit": "task_soft_time_limit",
     "ignore_result": "task_ignore_result",
@@ -144,6 +158,8 @@ class Task:
     priority: int | None = None
     expires: float | datetime | None = None
     cpu = False
+    rate_limit_key: Callable[..., Any] | None = None
+    rate_limit_scope = "worker"
 
     max_retries = _FromConfig("task_max_retries")
     default_retry_delay = _FromConfig("task_default_retry_delay")

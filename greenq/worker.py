@@ -7,8 +7,10 @@ Read this file top to bottom to follow a message::
         decision = strategy.decide(request, now) revoked? expired? not yet due?
             REVOKED / EXPIRED -> ack, store REVOKED
             WAIT(until)       -> ETA heap (QoS + 1 while held)
-            RUN               -> dispatch: a free slot gets it, else it waits in `ready`
-    loop: outcomes from slots -> ack / reject / requeue; due ETA entries -> decide again
+            RUN               -> rate limit: no token yet -> waits in its bucket (QoS + 1 while held)
+                                 dispatch: a free slot gets it, else it waits in `ready`
+    loop: outcomes from slots -> ack / reject / requeue; due ETA entries and
+          requests whose token has come -> decide again
 
 Pool slots (green threads, threads) run :class:`greenq.execute.Tracer` and
 hand back an :class:`~greenq.execute.Outcome`; they never ack.  Requests for
@@ -42,6 +44,7 @@ from greenq.exceptions import (
 from greenq.execute import ACK, REQUEUE, Outcome, Tracer
 from greenq.pools import create_pool, default_concurrency
 from greenq.protocol import Request, decode, nodename
+from greenq.ratelimit import RateLimiter
 from greenq.scheduler import EtaHeap
 from greenq.state import WorkerState
 from greenq.strategy import EXPIRED, REVOKED, RUN, WAIT, decide
@@ -124,6 +127,7 @@ class Worker:
 
         self.state = WorkerState(conf.worker_revokes_max, conf.worker_revoke_expires)
         self.eta = EtaHeap()
+        self.limiter = RateLimiter(app, conf.worker_rate_limit_max_keys, conf.worker_disable_rate_limits)
         self.ready: collections.deque[Request] = collections.deque()
         self.cpu_ready: collections.deque[Request] = collections.deque()  # waiting for a child process
         self.outcomes: collections.deque[Outcome] = collections.deque()
@@ -142,6 +146,7 @@ class Worker:
         self.generation = 0
         self.late_ack_running = 0  # running tasks whose ack waits for their outcome
         self.prefetch_count = 0
+        self._prefetch_wanted = 0
         self._stop: str | None = None  # None, "warm" or "cold"
         self._last_heartbeat_check = 0.0
         self._last_cleanup = 0.0
@@ -247,14 +252,24 @@ class Worker:
         self.generation += 1
         self.prefetch_count = 0
         self.update_prefetch()
+        self.apply_prefetch()
         consumer.consume()
 
     def update_prefetch(self) -> None:
-        """Prefetch = slots x multiplier, plus one per held ETA message; bounded."""
-        wanted = self.concurrency * self.prefetch_multiplier + len(self.eta)
-        wanted = max(1, min(wanted, PREFETCH_COUNT_MAX))
+        """Prefetch = slots x multiplier, plus one per message held for its ETA
+        or its rate-limit token; bounded.  Only noted here: the loop applies
+        it (:meth:`apply_prefetch`) between polls, because a QoS change sent
+        from inside a message callback would nest in the broker client's
+        own read loop."""
+        wanted = self.concurrency * self.prefetch_multiplier + len(self.eta) + self.limiter.held
+        self._prefetch_wanted = max(1, min(wanted, PREFETCH_COUNT_MAX))
+
+    def apply_prefetch(self) -> None:
+        wanted = self._prefetch_wanted
         if wanted != self.prefetch_count and self.consumer is not None:
-            self.consumer.qos(prefetch_count=wanted)
+            # global: on RabbitMQ a per-consumer limit only applies to consumers
+            # started after it, so a change would not reach the running one
+            self.consumer.qos(prefetch_count=wanted, apply_global=True)
             self.prefetch_count = wanted
 
     def reconnect(self, exc: BaseException) -> None:
@@ -263,6 +278,7 @@ class Worker:
         self.ready.clear()
         self.cpu_ready.clear()
         self.eta.drain()
+        self.limiter.drain()
         self._close_connection()
         self.connect()
         logger.info("%s: consuming again", self.hostname)
@@ -284,6 +300,7 @@ class Worker:
             self.process_outcomes()
             self.release_due(time.time())
             try:
+                self.apply_prefetch()
                 self.connection.drain_events(timeout=self.tick())
             except TimeoutError:
                 pass
@@ -307,6 +324,9 @@ class Worker:
         due = self.eta.next_due()
         if due is not None:
             timeout = min(timeout, max(due - time.time(), 0.0001))
+        token_in = self.limiter.next_due()
+        if token_in is not None:
+            timeout = min(timeout, max(token_in, 0.0001))
         return timeout
 
     def housekeeping(self) -> None:
@@ -370,6 +390,11 @@ class Worker:
         decision = decide(request, now, self.state.is_revoked)
         action = decision.action
         if action == RUN:
+            if not request.admitted:
+                if not self.limiter.admit(request):
+                    self.update_prefetch()  # held for its token: make room for other task types
+                    return
+                request.admitted = True
             self.dispatch(request)
         elif action == WAIT:
             self.eta.hold(request, decision.until)  # type: ignore[arg-type]
@@ -408,11 +433,20 @@ class Worker:
         self.outcomes.append(self.tracer.run(request))  # type: ignore[union-attr]
 
     def release_due(self, now: float) -> None:
+        """ETA entries now due, and requests whose rate-limit token has come,
+        are decided again (revoked or expired meanwhile? skipped)."""
         due = self.eta.pop_due(now)
         if due:
             for request in due:
                 self.decide_and_act(request, now)
             self.update_prefetch()
+        if self.limiter.held:
+            tokened = self.limiter.release()
+            if tokened:
+                for request in tokened:
+                    request.admitted = True
+                    self.decide_and_act(request, now)
+                self.update_prefetch()
 
     def process_outcomes(self) -> None:
         outcomes = self.outcomes
@@ -525,6 +559,9 @@ class Worker:
         for task_id in ids:  # held ETA entries: settle them now, not at their ETA
             for request in self.eta.discard(task_id):
                 self.on_revoked(request, expired=False)
+        if self.limiter.held:  # and those waiting for a rate-limit token
+            for request in self.limiter.discard(set(ids)):
+                self.on_revoked(request, expired=False)
         self.update_prefetch()
         terminated: list[str] = []
         if terminate:
@@ -555,6 +592,11 @@ class Worker:
         task = self._registered(task_name)
         parse_rate(rate)
         task.rate_limit = rate
+        now = time.time()
+        for request in self.limiter.changed(task_name):  # waiting under the old rate: ask again
+            request.admitted = False
+            self.decide_and_act(request, now)
+        self.update_prefetch()
 
     def set_time_limit(self, task_name: str, soft: float | None = None, hard: float | None = None) -> None:
         """Change ``task_name``'s time limits, in seconds (None: no limit).
@@ -621,7 +663,7 @@ class Worker:
                 self.consumer.cancel()
             except Exception as exc:  # the connection may already be gone
                 logger.debug("cancel failed: %r", exc)
-        waiting = list(self.ready) + list(self.cpu_ready) + self.eta.drain()
+        waiting = list(self.ready) + list(self.cpu_ready) + self.eta.drain() + self.limiter.drain()
         self.ready.clear()
         self.cpu_ready.clear()
         for request in waiting:  # not started: back to the broker
@@ -673,6 +715,7 @@ class Worker:
             "broker": self.connection.info() if self.connection is not None else {},
             "rejected": self.state.rejected,
             "eta_held": len(self.eta),
+            "rate_limited": self.limiter.info(),
             "ready": len(self.ready),
             "cpu_pool": (self.processes.info() if self.processes is not None and self.pool_name != "prefork"
                          else None),
