@@ -103,6 +103,9 @@ SETTINGS: dict[str, Option] = {
     "worker_eta_task_limit": Option(None, (int, OPT), "most ETA tasks held in memory", _positive),
     "worker_shutdown_timeout": Option(10.0, NUM, "warm-shutdown drain deadline, seconds", _non_negative),
     "worker_disable_rate_limits": Option(False, (bool,)),
+    "rate_limit_redis_url": Option(None, (str, OPT), "Redis for rate_limit_scope='global' buckets; "
+                                   "default: the broker's URL if Redis, else the result backend's"),
+    "rate_limit_key_prefix": Option("greenq-ratelimit:", (str,), "Redis key prefix of global buckets"),
     "worker_rate_limit_max_keys": Option(10000, (int,), "buckets kept per task type with rate_limit_key; "
                                          "the least recently used idle ones are dropped", _positive),
     "worker_send_task_events": Option(False, (bool,)),

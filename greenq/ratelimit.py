@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from typing import Any
 
 from kombu.utils.limits import TokenBucket
@@ -56,6 +57,69 @@ def bucket_for(rate: float) -> TokenBucket:
     return TokenBucket(rate, capacity=max(1.0, rate * BURST))
 
 
+# Token bucket in Redis, shared by every worker.  Redis's own clock, so the
+# workers' clocks need not agree.  Returns "0" when a token was taken, else
+# the seconds until one will be there.
+_GLOBAL_BUCKET = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or capacity
+local ts = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 60000)
+return tostring(wait)
+"""
+GLOBAL_RETRY = 1.0  # seconds: Redis unreachable, hold and ask again
+
+
+class GlobalBucket:
+    """A bucket kept in Redis (``rate_limit_scope="global"``): one rate for
+    every worker.  Same interface as kombu's TokenBucket as the limiter uses
+    it; between answers it remembers when Redis said a token will be there,
+    so a waiting bucket costs one round trip per token, not one per tick."""
+
+    def __init__(self, script: Any, key: str, rate: float) -> None:
+        self.script, self.key, self.rate = script, key, rate
+        self.capacity = max(1.0, rate * BURST)
+        self.contents: deque[Any] = deque()
+        self._next_at = 0.0
+        self._reported = False
+
+    def can_consume(self, tokens: int = 1) -> bool:
+        now = time.monotonic()
+        if now < self._next_at:
+            return False
+        try:
+            wait = float(self.script(keys=[self.key], args=[repr(self.rate), repr(self.capacity)]))
+        except Exception as exc:
+            if not self._reported:
+                self._reported = True
+                logger.error("global rate limit %s: Redis did not answer (%r); the task waits and greenq "
+                             "asks again every %.0fs", self.key, exc, GLOBAL_RETRY)
+            self._next_at = now + GLOBAL_RETRY
+            return False
+        self._reported = False
+        if wait <= 0:
+            return True
+        self._next_at = now + wait
+        return False
+
+    def expected_time(self, tokens: int = 1) -> float:
+        return max(0.0, self._next_at - time.monotonic())
+
+    def add(self, item: Any) -> None:
+        self.contents.append(item)
+
+    def clear_pending(self) -> None:
+        self.contents.clear()
+
+
 class RateLimiter:
     """Token buckets for the control loop: one per rate-limited task type,
     or one per key for tasks declared with ``rate_limit_key``.
@@ -81,6 +145,17 @@ class RateLimiter:
         self._waiting: set[TokenBucket] = set()  # buckets with requests in `contents`
         self.held = 0
         self._bad_key_reported: set[str] = set()
+        self._script: Any = None  # the global bucket's script, registered on first use
+
+    def check(self) -> None:
+        """At worker start: a task with ``rate_limit_scope="global"`` needs a Redis.
+
+        Raises:
+            ConfigurationError: it has none.
+        """
+        if not self.disabled and any(getattr(task, "rate_limit_scope", "worker") == "global"
+                                     for task in self.app.tasks.values()):
+            self._script = global_script(self.app)
 
     def admit(self, request: Any) -> bool:
         """True: ``request`` may run now (a token was taken).  False: it was
@@ -187,7 +262,7 @@ class RateLimiter:
             if entry is not None:
                 for old_key, old in entry[1].items():
                     if old.contents:
-                        fresh = bucket_for(rate)
+                        fresh = self._new_bucket(task, rate, old_key)
                         fresh.contents.extend(old.contents)
                         buckets[old_key] = fresh
                         self._waiting.add(fresh)
@@ -195,12 +270,20 @@ class RateLimiter:
         buckets = entry[1]
         bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[key] = bucket_for(rate)
+            bucket = buckets[key] = self._new_bucket(task, rate, key)
             if len(buckets) > self.max_keys:
                 self._evict(buckets)
         else:
             buckets.move_to_end(key)
         return bucket
+
+    def _new_bucket(self, task: Any, rate: float, key: Any) -> Any:
+        if getattr(task, "rate_limit_scope", "worker") != "global":
+            return bucket_for(rate)
+        if self._script is None:
+            self._script = global_script(self.app)
+        name = f"{self.app.conf.rate_limit_key_prefix}{task.name}" + ("" if key is None else f":{key}")
+        return GlobalBucket(self._script, name, rate)
 
     def _evict(self, buckets: OrderedDict[Any, TokenBucket]) -> None:
         """Drop least recently used buckets with nothing waiting until within ``max_keys``."""
@@ -209,3 +292,26 @@ class RateLimiter:
                 break
             if not buckets[key].contents:
                 del buckets[key]
+
+
+def global_script(app: Any) -> Any:
+    """The registered Redis script for global buckets, on ``rate_limit_redis_url``
+    (default: the broker's URL if it is Redis, else the result backend's).
+
+    Raises:
+        ConfigurationError: no Redis to keep global buckets in.
+    """
+    import redis
+
+    url = app.conf.rate_limit_redis_url
+    if not url:
+        for candidate in (app.broker_url(), app.conf.result_backend or ""):
+            if candidate.startswith(("redis://", "rediss://", "unix://")):
+                url = candidate
+                break
+    if not url:
+        raise ConfigurationError(
+            "rate_limit_scope='global' keeps its buckets in Redis: set rate_limit_redis_url "
+            "(or use a Redis broker or result backend)")
+    client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    return client.register_script(_GLOBAL_BUCKET)

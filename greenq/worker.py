@@ -161,6 +161,7 @@ class Worker:
         app = self.app
         app._concurrency_hint = self.concurrency
         app.import_default_modules()
+        self.limiter.check()
         signals.worker_init.send(sender=self, worker=self)
         extra: dict[str, Any] = {}
         if self.pool_name == "prefork":

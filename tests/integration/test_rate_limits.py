@@ -77,3 +77,53 @@ def test_a_failing_key_function_still_runs_the_task(running):
     proc, app = running
     assert send(app, "bad_key", "http://x.example/").get(timeout=20) == "http://x.example/"
     proc.wait_for_log("rate_limit_key failed")
+
+
+@pytest.mark.timeout(30)
+def test_a_global_rate_is_shared_by_every_worker():
+    """Two limiters (as two workers would have) share one Redis bucket at 10/s."""
+    from greenq import App
+    from greenq.protocol import Request
+    from greenq.ratelimit import RateLimiter
+    from tests.support import require
+
+    url = require("redis")
+    prefix = unique("rl") + ":"
+    limiters, apps = [], []
+    for n in range(2):
+        app = App(f"w{n}", broker=url, backend="disabled://", rate_limit_key_prefix=prefix)
+        app.task(name="g.crawl", rate_limit="10/s", rate_limit_scope="global",
+                 rate_limit_key=lambda url: url.split("/")[2])(lambda url: url)
+        apps.append(app)
+        limiters.append(RateLimiter(app))
+    ran = 0
+    for n in range(200):  # 100 requests to each worker, all for one domain
+        limiter, app = limiters[n % 2], apps[n % 2]
+        request = Request(id=str(n), name="g.crawl", args=[f"http://one.example/{n}"], task=app.tasks["g.crawl"])
+        ran += limiter.admit(request)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        ran += sum(len(limiter.release()) for limiter in limiters)
+        time.sleep(0.01)
+    # 3 s at 10/s between both workers, plus the first token
+    assert 28 <= ran <= 33, f"{ran} ran in 3 s at a global 10/s"
+    from tests.integration.helpers import redis_client
+    client = redis_client(url)
+    keys = client.keys(prefix + "*")
+    assert keys == [f"{prefix}g.crawl:one.example".encode()]
+    client.delete(*keys)
+    client.close()
+
+
+def test_global_scope_without_redis_is_a_clear_error():
+    from greenq import App
+    from greenq.exceptions import ConfigurationError
+    from greenq.protocol import Request
+    from greenq.ratelimit import RateLimiter
+
+    app = App("nore", broker="memory://", backend="disabled://")
+    task = app.task(name="g.x", rate_limit="1/s", rate_limit_scope="global")(lambda: None)
+    with pytest.raises(ConfigurationError, match="rate_limit_redis_url"):
+        RateLimiter(app).check()  # what the worker calls as it starts
+    with pytest.raises(ConfigurationError, match="rate_limit_redis_url"):
+        RateLimiter(app).admit(Request(id="1", name="g.x", task=task))
