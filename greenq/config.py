@@ -100,7 +100,11 @@ SETTINGS: dict[str, Option] = {
     "worker_pool": Option(None, (str, OPT), "default for -P; gevent/eventlet are best chosen with -P"),
     "worker_concurrency": Option(None, (int, OPT), "default for -c", _positive),
     "worker_prefetch_multiplier": Option(4, (int,), check=_positive),
-    "worker_eta_task_limit": Option(None, (int, OPT), "most ETA tasks held in memory", _positive),
+    "worker_eta_task_limit": Option(None, (int, OPT), "most ETA tasks held in memory; beyond it they are "
+                                    "parked broker-side (or, where they cannot be, left in the broker)", _positive),
+    "eta_parking_horizon": Option(600.0, NUM + (OPT,), "seconds: ETA tasks due later are parked broker-side "
+                                  "(greenq/parking.py); None: hold every ETA task in memory", _positive),
+    "eta_parking_prefix": Option("greenq-eta:", (str,), "names of the parking store's keys/queues"),
     "worker_shutdown_timeout": Option(10.0, NUM, "warm-shutdown drain deadline, seconds", _non_negative),
     "worker_disable_rate_limits": Option(False, (bool,)),
     "rate_limit_redis_url": Option(None, (str, OPT), "Redis for rate_limit_scope='global' buckets; "

@@ -5,11 +5,12 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
-from typing import Any
-
-from kombu.utils.limits import TokenBucket
+from typing import TYPE_CHECKING, Any
 
 from greenq.exceptions import ConfigurationError
+
+if TYPE_CHECKING:  # kombu is imported only once a worker runs: task modules must not import it
+    from kombu.utils.limits import TokenBucket
 
 logger = logging.getLogger("greenq.ratelimit")
 
@@ -51,9 +52,10 @@ def parse_rate(rate: Any) -> float | None:
 BURST = 0.05
 
 
-def bucket_for(rate: float) -> TokenBucket:
+def bucket_for(rate: float) -> "TokenBucket":
     """A kombu token bucket for ``rate`` tasks per second; its ``contents``
     deque holds the requests waiting for a token, oldest first."""
+    from kombu.utils.limits import TokenBucket
     return TokenBucket(rate, capacity=max(1.0, rate * BURST))
 
 
@@ -141,8 +143,8 @@ class RateLimiter:
         self.max_keys = max_keys
         self.disabled = disabled
         # task name -> (rate, {key: bucket}) in least-recently-used order
-        self._buckets: dict[str, tuple[float, OrderedDict[Any, TokenBucket]]] = {}
-        self._waiting: set[TokenBucket] = set()  # buckets with requests in `contents`
+        self._buckets: dict[str, tuple[float, OrderedDict[Any, "TokenBucket"]]] = {}
+        self._waiting: set["TokenBucket"] = set()  # buckets with requests in `contents`
         self.held = 0
         self._bad_key_reported: set[str] = set()
         self._script: Any = None  # the global bucket's script, registered on first use
@@ -252,13 +254,13 @@ class RateLimiter:
                              "own bucket (reported once per task type)", task.name, exc, request.id)
             return None
 
-    def _bucket(self, task: Any, rate: float, key: Any) -> TokenBucket:
+    def _bucket(self, task: Any, rate: float, key: Any) -> "TokenBucket":
         entry = self._buckets.get(task.name)
         if entry is None or entry[0] != rate:
             if entry is not None:  # rate changed outside changed(): keep the waiting requests
                 for old in entry[1].values():
                     self._waiting.discard(old)
-            buckets: OrderedDict[Any, TokenBucket] = OrderedDict()
+            buckets: OrderedDict[Any, "TokenBucket"] = OrderedDict()
             if entry is not None:
                 for old_key, old in entry[1].items():
                     if old.contents:
@@ -285,7 +287,7 @@ class RateLimiter:
         name = f"{self.app.conf.rate_limit_key_prefix}{task.name}" + ("" if key is None else f":{key}")
         return GlobalBucket(self._script, name, rate)
 
-    def _evict(self, buckets: OrderedDict[Any, TokenBucket]) -> None:
+    def _evict(self, buckets: OrderedDict[Any, "TokenBucket"]) -> None:
         """Drop least recently used buckets with nothing waiting until within ``max_keys``."""
         for key in list(buckets):
             if len(buckets) <= self.max_keys:

@@ -82,6 +82,7 @@ class WorkerState:
         self.revoked = LimitedSet(revokes_max, revoke_expires)
         self.total: Counter[str] = Counter()
         self.rejected = 0
+        self.parked = 0  # ETA tasks this worker parked broker-side
         self.started_at = time.time()
 
     def is_revoked(self, task_id: str) -> bool:

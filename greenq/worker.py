@@ -6,7 +6,8 @@ Read this file top to bottom to follow a message::
         request = protocol.decode(message)       bad input -> reject, log why, carry on
         decision = strategy.decide(request, now) revoked? expired? not yet due?
             REVOKED / EXPIRED -> ack, store REVOKED
-            WAIT(until)       -> ETA heap (QoS + 1 while held)
+            WAIT(until)       -> ETA heap (QoS + 1 while held); due past the horizon,
+                                 or the heap at worker_eta_task_limit: parked broker-side, acked
             RUN               -> rate limit: no token yet -> waits in its bucket (QoS + 1 while held)
                                  dispatch: a free slot gets it, else it waits in `ready`
     loop: outcomes from slots -> ack / reject / requeue; due ETA entries and
@@ -42,6 +43,7 @@ from greenq.exceptions import (
     NotRegistered,
 )
 from greenq.execute import ACK, REQUEUE, Outcome, Tracer
+from greenq.parking import PROMOTE_AHEAD, PROMOTE_EVERY, Parking, horizon, parking_for
 from greenq.pools import create_pool, default_concurrency
 from greenq.protocol import Request, decode, nodename
 from greenq.ratelimit import RateLimiter
@@ -128,6 +130,12 @@ class Worker:
         self.state = WorkerState(conf.worker_revokes_max, conf.worker_revoke_expires)
         self.eta = EtaHeap()
         self.limiter = RateLimiter(app, conf.worker_rate_limit_max_keys, conf.worker_disable_rate_limits)
+        self.parking: Parking | None = None  # far-future ETAs, broker-side (greenq/parking.py)
+        self.eta_horizon: float | None = None
+        self.eta_limit = conf.worker_eta_task_limit
+        self._last_promote = 0.0
+        self._parking_error_at = 0.0
+        self._eta_limit_warned = False
         self.ready: collections.deque[Request] = collections.deque()
         self.cpu_ready: collections.deque[Request] = collections.deque()  # waiting for a child process
         self.outcomes: collections.deque[Outcome] = collections.deque()
@@ -177,6 +185,8 @@ class Worker:
         self.tracer = Tracer(app, self.pool, self.hostname, emit=None,
                              time_limit=self.time_limit, soft_time_limit=self.soft_time_limit)
         self.processes = self.start_processes()
+        self.parking = parking_for(app)
+        self.eta_horizon = horizon(app)
         if self.pool_name != "prefork":
             signals.worker_process_init.send(sender=self)
         self._cleanup_results()
@@ -250,6 +260,13 @@ class Worker:
         consumer = Consumer(channel, queues=self.queues, on_message=self.on_message, auto_declare=True)
         self.connection = connection
         self.consumer = consumer
+        if self.parking is not None:
+            try:
+                self.parking.setup(connection, self.queues)
+            except Exception as exc:
+                logger.error("cannot set up ETA parking on %s (%r): far-future ETA tasks are held in memory",
+                             self.app.broker_url_for_display(), exc)
+                self.parking = None
         self.generation += 1
         self.prefetch_count = 0
         self.update_prefetch()
@@ -262,7 +279,8 @@ class Worker:
         it (:meth:`apply_prefetch`) between polls, because a QoS change sent
         from inside a message callback would nest in the broker client's
         own read loop."""
-        wanted = self.concurrency * self.prefetch_multiplier + len(self.eta) + self.limiter.held
+        held_eta = len(self.eta) if self.eta_limit is None else min(len(self.eta), self.eta_limit)
+        wanted = self.concurrency * self.prefetch_multiplier + held_eta + self.limiter.held
         self._prefetch_wanted = max(1, min(wanted, PREFETCH_COUNT_MAX))
 
     def apply_prefetch(self) -> None:
@@ -331,6 +349,7 @@ class Worker:
         return timeout
 
     def housekeeping(self) -> None:
+        self.promote_parked()
         now = time.monotonic()
         if now - self._last_heartbeat_check >= 1.0:
             self._last_heartbeat_check = now
@@ -398,12 +417,61 @@ class Worker:
                 request.admitted = True
             self.dispatch(request)
         elif action == WAIT:
-            self.eta.hold(request, decision.until)  # type: ignore[arg-type]
+            until: float = decision.until  # type: ignore[assignment]
+            if self.should_park(until, now) and self.park(request, until):
+                return
+            self.eta.hold(request, until)
             self.update_prefetch()
         elif action == REVOKED:
             self.on_revoked(request, expired=False)
         elif action == EXPIRED:
             self.on_revoked(request, expired=True)
+
+    def should_park(self, until: float, now: float) -> bool:
+        ahead = until - now
+        if ahead <= PROMOTE_AHEAD * 2:
+            return False  # due in moments: hold it, whatever the limit
+        if self.eta_horizon is not None and ahead > self.eta_horizon:
+            return self.parking is not None
+        if self.eta_limit is not None and len(self.eta) >= self.eta_limit:
+            if self.parking is None and not self._eta_limit_warned:
+                self._eta_limit_warned = True
+                logger.warning("%s: %d ETA tasks held (worker_eta_task_limit) and this broker has no parking: "
+                               "prefetch stops growing, so more ETA tasks wait in the broker", self.hostname,
+                               self.eta_limit)
+            return self.parking is not None
+        return False
+
+    def park(self, request: Request, until: float) -> bool:
+        """Store ``request`` broker-side until shortly before ``until``, then ack it.
+        False if the store failed (the caller holds it instead)."""
+        try:
+            self.parking.park(request, until)  # type: ignore[union-attr]
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._parking_error_at > 60:
+                self._parking_error_at = now
+                logger.error("%s: cannot park task %s[%s] (%r): holding it in memory", self.hostname,
+                             request.name, request.id, exc)
+            return False
+        self.ack(request)
+        self.state.parked += 1
+        return True
+
+    def promote_parked(self) -> None:
+        """Publish parked tasks that are nearly due again (any worker may; each task once)."""
+        now = time.time()
+        if self.parking is None or now - self._last_promote < PROMOTE_EVERY:
+            return
+        self._last_promote = now
+        try:
+            promoted = self.parking.promote(now)
+        except Exception as exc:
+            logger.error("%s: promoting parked ETA tasks failed (%r); trying again in %.0fs", self.hostname,
+                         exc, PROMOTE_EVERY)
+            return
+        if promoted:
+            logger.debug("%s: %d parked ETA task(s) published again", self.hostname, promoted)
 
     def dispatch(self, request: Request) -> None:
         if self.processes is not None and self.processes.takes(request):
@@ -563,6 +631,12 @@ class Worker:
         if self.limiter.held:  # and those waiting for a rate-limit token
             for request in self.limiter.discard(set(ids)):
                 self.on_revoked(request, expired=False)
+        if self.parking is not None:  # and parked ones: REVOKED now, not when they come back
+            try:
+                for snap in self.parking.discard(ids):
+                    self.on_parked_revoked(snap)
+            except Exception as exc:  # they are still skipped when they come back
+                logger.warning("could not remove revoked tasks from ETA parking: %r", exc)
         self.update_prefetch()
         terminated: list[str] = []
         if terminate:
@@ -581,6 +655,18 @@ class Worker:
         if processes is not None and processes.takes(request) and self.pool_name != "prefork":
             return bool(processes.kill(request.handle, Terminated))
         return bool(self.pool.kill(request.handle, Terminated))  # type: ignore[union-attr]
+
+    def on_parked_revoked(self, snap: dict[str, Any]) -> None:
+        request = Request(id=snap["id"], name=snap["task"], headers=snap.get("headers") or {},
+                          task=self.app.tasks.get(snap["task"]))
+        try:
+            self.app.backend.mark_as_revoked(request.id, "revoked", request=request)
+        except Exception as exc:
+            logger.debug("could not store REVOKED for %s: %r", request.id, exc)
+        if request.task is not None:
+            signals.task_revoked.send(sender=request.task, request=request, terminated=False, signum=None,
+                                      expired=False)
+        self.emit_task_event("task-revoked", request, terminated=False, signum=None, expired=False)
 
     def set_rate_limit(self, task_name: str, rate: Any) -> None:
         """Change ``task_name``'s rate limit (``"10/s"``, a number, None for none).
@@ -616,11 +702,18 @@ class Worker:
         task.time_limit = hard
 
     def scheduled(self) -> list[dict[str, Any]]:
-        """Held ETA/countdown tasks, in ``inspect scheduled``'s shape, soonest first."""
+        """ETA/countdown tasks held here, then those parked broker-side (where
+        the broker can list them), in ``inspect scheduled``'s shape, soonest first."""
         from datetime import datetime, timezone
-        return [{"eta": datetime.fromtimestamp(until, timezone.utc).isoformat(),
+        held = [{"eta": datetime.fromtimestamp(until, timezone.utc).isoformat(),
                  "priority": request.priority or 0, "request": request.info()}
                 for until, request in self.eta]
+        if self.parking is not None:
+            try:
+                held.extend(self.parking.scheduled())
+            except Exception as exc:
+                logger.warning("could not list parked ETA tasks: %r", exc)
+        return held
 
     def _registered(self, task_name: str) -> Any:
         task = self.app.tasks.get(task_name)
@@ -689,6 +782,8 @@ class Worker:
             self.processes.stop()  # the CPU pool; -P prefork stops its own with the pool
         if self.pool is not None:
             self.pool.stop()
+        if self.parking is not None:
+            self.parking.close()
         signals.worker_shutdown.send(sender=self, worker=self)
         try:
             self.app.close()
@@ -716,6 +811,7 @@ class Worker:
             "broker": self.connection.info() if self.connection is not None else {},
             "rejected": self.state.rejected,
             "eta_held": len(self.eta),
+            "eta_parked": self.state.parked,
             "rate_limited": self.limiter.info(),
             "ready": len(self.ready),
             "cpu_pool": (self.processes.info() if self.processes is not None and self.pool_name != "prefork"
