@@ -153,6 +153,8 @@ def _names(value: str | None) -> list[str]:
               help="Replace a child process after N tasks (-P prefork, --cpu-pool).")
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), default=None, metavar="KIB",
               help="Replace a child process whose resident memory is above KIB after a task.")
+@click.option("--statedb", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Keep the revoked task ids in this file across restarts.")
 @click.option("--pool-start-method", type=click.Choice(["spawn", "forkserver"]), default=None,
               help="How child processes start [default: spawn]; never fork.")
 @click.pass_context
@@ -161,7 +163,7 @@ def worker(ctx: click.Context, app_spec: str | None, pool: str | None, concurren
            logfile: str | None, prefetch_multiplier: int | None, time_limit: float | None,
            soft_time_limit: float | None, send_events: bool | None, shutdown_timeout: float | None,
            cpu_pool: int | None, cpu_queues: str | None, max_tasks_per_child: int | None,
-           max_memory_per_child: int | None, pool_start_method: str | None) -> None:
+           max_memory_per_child: int | None, statedb: str | None, pool_start_method: str | None) -> None:
     """Start a worker."""
     from greenq.exceptions import GreenqError
     from greenq.worker import Worker
@@ -184,7 +186,7 @@ def worker(ctx: click.Context, app_spec: str | None, pool: str | None, concurren
                    prefetch_multiplier=prefetch_multiplier, time_limit=time_limit,
                    soft_time_limit=soft_time_limit, send_events=send_events, shutdown_timeout=shutdown_timeout,
                    cpu_pool=cpu_pool, cpu_queues=_names(cpu_queues) if cpu_queues is not None else None,
-                   pool_options={k: v for k, v in pool_options.items() if v is not None})
+                   pool_options={k: v for k, v in pool_options.items() if v is not None}, state_db=statedb)
         click.echo(banner(app, w), err=True)
         w.start()
     except GreenqError as exc:

@@ -1,9 +1,16 @@
 """Worker state: revoked ids, counters.  Owned by the control loop."""
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import tempfile
 import time
 from collections import Counter, OrderedDict
 from typing import Any, Iterable, Iterator
+
+logger = logging.getLogger("greenq.state")
 
 
 class LimitedSet:
@@ -87,3 +94,58 @@ class WorkerState:
 
     def is_revoked(self, task_id: str) -> bool:
         return task_id in self.revoked
+
+
+class StateDB:
+    """The worker's persistent state (``--statedb PATH``): the revoked ids,
+    with the time each was revoked, and the Lamport clock, so a restarted
+    worker still skips what was revoked before (for ``worker_revoke_expires``).
+
+    A JSON file, replaced atomically (written beside it, then renamed), so a
+    crash mid-write leaves the previous version.  An unreadable file is
+    reported and set aside (``PATH.corrupt``), never fatal.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+
+    def load(self, state: WorkerState, clock: Any = None) -> int:
+        """Merge the saved revoked ids into ``state``; returns how many were loaded."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            revoked = data["revoked"]
+            if not isinstance(revoked, dict):
+                raise ValueError("'revoked' is not a mapping")
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = self.path + ".corrupt"
+            logger.error("state db %s is unreadable (%s): moved to %s, starting with an empty revoked set",
+                         self.path, exc, aside)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)
+            return 0
+        before = len(state.revoked)
+        state.revoked.merge({str(k): float(v) for k, v in revoked.items()})
+        if clock is not None and isinstance(data.get("clock"), int):
+            clock.adjust(data["clock"])
+        return len(state.revoked) - before
+
+    def save(self, state: WorkerState, clock: Any = None) -> None:
+        state.revoked.purge()
+        data = {"version": self.VERSION, "revoked": state.revoked.as_dict(),
+                "clock": clock.value if clock is not None else 0}
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".statedb-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

@@ -48,7 +48,7 @@ from greenq.pools import create_pool, default_concurrency
 from greenq.protocol import Request, decode, nodename
 from greenq.ratelimit import RateLimiter
 from greenq.scheduler import EtaHeap
-from greenq.state import WorkerState
+from greenq.state import StateDB, WorkerState
 from greenq.strategy import EXPIRED, REVOKED, RUN, WAIT, decide
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class Worker:
         cpu_queues: queues whose tasks are CPU-bound (``--cpu-queues``).
         pool_options: ``max_tasks_per_child``, ``max_memory_per_child`` (KiB),
             ``start_method`` for child processes.
+        state_db: file keeping the revoked ids across restarts (``--statedb``).
     """
 
     def __init__(self, app: "App", *, pool: str = "threads", concurrency: int | None = None,
@@ -104,7 +105,8 @@ class Worker:
                  time_limit: float | None = None, soft_time_limit: float | None = None,
                  send_events: bool | None = None, shutdown_timeout: float | None = None,
                  install_signal_handlers: bool = True, pool_options: dict[str, Any] | None = None,
-                 cpu_pool: int | None = None, cpu_queues: Sequence[str] | None = None) -> None:
+                 cpu_pool: int | None = None, cpu_queues: Sequence[str] | None = None,
+                 state_db: str | None = None) -> None:
         conf = app.conf
         self.app = app
         self.pool_name = pool
@@ -128,6 +130,10 @@ class Worker:
         self.cpu_queues = list(conf.worker_cpu_queues if cpu_queues is None else cpu_queues)
 
         self.state = WorkerState(conf.worker_revokes_max, conf.worker_revoke_expires)
+        state_db = state_db or conf.worker_state_db
+        self.state_db = StateDB(state_db) if state_db else None
+        self._state_dirty = False
+        self._last_state_save = 0.0
         self.eta = EtaHeap()
         self.limiter = RateLimiter(app, conf.worker_rate_limit_max_keys, conf.worker_disable_rate_limits)
         self.parking: Parking | None = None  # far-future ETAs, broker-side (greenq/parking.py)
@@ -170,6 +176,9 @@ class Worker:
         app._concurrency_hint = self.concurrency
         app.import_default_modules()
         self.limiter.check()
+        if self.state_db is not None:
+            loaded = self.state_db.load(self.state, self.clock)
+            logger.info("%s: state db %s: %d revoked id(s) loaded", self.hostname, self.state_db.path, loaded)
         signals.worker_init.send(sender=self, worker=self)
         extra: dict[str, Any] = {}
         if self.pool_name == "prefork":
@@ -351,6 +360,8 @@ class Worker:
     def housekeeping(self) -> None:
         self.promote_parked()
         now = time.monotonic()
+        if self._state_dirty and now - self._last_state_save >= 1.0:
+            self.save_state()
         if now - self._last_heartbeat_check >= 1.0:
             self._last_heartbeat_check = now
             try:
@@ -359,6 +370,18 @@ class Worker:
                 logger.debug("heartbeat check failed: %r", exc)
             if now - self._last_cleanup >= min(max((self.app.conf.result_expires or 3600) / 10, 60), 3600):
                 self._cleanup_results()
+
+    def save_state(self) -> None:
+        """Write the revoked set to ``--statedb`` (a second after a revoke at most, and at shutdown)."""
+        self._last_state_save = time.monotonic()
+        if self.state_db is None:
+            return
+        self._state_dirty = False
+        try:
+            self.state_db.save(self.state, self.clock)
+        except OSError as exc:
+            self._state_dirty = True
+            logger.error("%s: could not write the state db %s: %s", self.hostname, self.state_db.path, exc)
 
     def _cleanup_results(self) -> None:
         self._last_cleanup = time.monotonic()
@@ -625,6 +648,7 @@ class Worker:
         that were running and were sent the termination."""
         ids = list(task_ids)
         self.state.revoked.update(ids)
+        self._state_dirty = True
         for task_id in ids:  # held ETA entries: settle them now, not at their ETA
             for request in self.eta.discard(task_id):
                 self.on_revoked(request, expired=False)
@@ -784,6 +808,7 @@ class Worker:
             self.pool.stop()
         if self.parking is not None:
             self.parking.close()
+        self.save_state()
         signals.worker_shutdown.send(sender=self, worker=self)
         try:
             self.app.close()
