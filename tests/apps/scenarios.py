@@ -92,6 +92,23 @@ def autoretry(self, succeed_on):
     return {"retries": self.request.retries, "id": self.request.id}
 
 
+@app.task(bind=True, max_retries=2)
+def retry_timed(self, name, mode):
+    """Retries twice, one second apart (countdown= or eta=), recording each attempt's start."""
+    _mark(f"{name}.attempts", repr(time.time()))
+    if self.request.retries < 2:
+        if mode == "eta":
+            from datetime import datetime, timedelta, timezone
+            raise self.retry(eta=datetime.now(timezone.utc) + timedelta(seconds=1))
+        raise self.retry(countdown=1)
+    return self.request.retries
+
+
+@app.task(bind=True, max_retries=1, default_retry_delay=0)
+def retry_without_exc(self):
+    raise self.retry()
+
+
 class CustomError(Exception):
     pass
 

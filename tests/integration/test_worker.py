@@ -127,6 +127,24 @@ class WorkerScenarios:
         assert running.proc.log.count(f"retry_forever[{result.id}] retry") == 2
 
 
+    @pytest.mark.parametrize("mode", ["countdown", "eta"])
+    def test_a_retry_waits_for_its_countdown_or_eta_with_state_retry(self, running, mode):
+        name = unique("timed")
+        result = running.send("scenarios.retry_timed", (name, mode))
+        wait_until(lambda: result.state == states.RETRY, timeout=20, message="state RETRY while it waits")
+        assert result.get(timeout=30) == 2
+        with open(os.path.join(running.marks.path, f"{name}.attempts")) as f:
+            starts = [float(line) for line in f if line.strip()]
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        assert len(starts) == 3
+        assert all(0.95 <= gap < 2.5 for gap in gaps), f"attempts {gaps} apart, asked for 1 s"
+
+    def test_retry_without_an_exception_ends_in_max_retries_exceeded(self, running):
+        from greenq.exceptions import MaxRetriesExceededError
+        result = running.send("scenarios.retry_without_exc")
+        with pytest.raises(MaxRetriesExceededError):
+            result.get(timeout=20)
+
     def test_autoretry_with_backoff(self, running):
         result = running.send("scenarios.autoretry", (2,))
         assert result.get(timeout=20) == {"retries": 2, "id": result.id}
