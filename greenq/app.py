@@ -185,6 +185,12 @@ class App:
         return ProducerPool(connections, limit=size)
 
     @cached_property
+    def control(self) -> Any:
+        """Remote control of the workers: ``app.control.ping()``, ``app.control.inspect().active()``."""
+        from greenq.control import Control
+        return Control(self)
+
+    @cached_property
     def router(self) -> Any:
         from greenq.routing import Router
         return Router(self)

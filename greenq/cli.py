@@ -292,3 +292,116 @@ def purge(ctx: click.Context, app_spec: str | None, queues: str | None, force: b
             queue.declare()
             total += queue.purge() or 0
     click.echo(f"purged {total} message(s) from {', '.join(names)}")
+
+
+# ---------------------------------------------------------------------- remote control
+def _control_options(fn: Any) -> Any:
+    fn = click.option("-A", "--app", "app_spec", metavar="MODULE[:ATTR]")(fn)
+    fn = click.option("-d", "--destination", metavar="NAME@HOST,...", default=None,
+                      help="Only these workers [default: all].")(fn)
+    fn = click.option("-t", "--timeout", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+                      help="Seconds to wait for replies.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the replies as JSON (one object).")(fn)
+    return fn
+
+
+def _broadcast(ctx: click.Context, kind: str, command: str, words: Sequence[str], app_spec: str | None,
+               destination: str | None, timeout: float, as_json: bool) -> None:
+    from greenq.control import COMMANDS, ControlError, command_names, parse_cli_arguments
+
+    spec = COMMANDS.get(command)
+    if spec is None or spec.type != kind:
+        known = ", ".join(command_names(kind))
+        raise click.UsageError(f"unknown {kind} command {command!r}; known: {known}")
+    try:
+        arguments = parse_cli_arguments(command, words)
+    except ControlError as exc:
+        raise click.UsageError(str(exc)) from None
+    app = load_app(app_spec, ctx.obj.get("app") if ctx.obj else None)
+    nodes = _names(destination) or None
+    try:
+        replies = app.control.broadcast(command, arguments, destination=nodes, reply=True, timeout=timeout)
+    except Exception as exc:  # the broker is down or refuses us: say so, no traceback
+        raise click.ClickException(f"cannot reach the broker at {app.broker_url_for_display()}: {exc}") from None
+    merged: dict[str, Any] = {}
+    for reply in replies or []:
+        if isinstance(reply, dict):
+            merged.update(reply)
+    if as_json:
+        click.echo(json.dumps(merged, default=repr, indent=2, sort_keys=True))
+    else:
+        _print_replies(merged)
+    if not merged:
+        click.echo(f"Error: No nodes replied within {timeout:g} s.", err=True)
+        raise SystemExit(1)
+    if any(isinstance(r, dict) and "error" in r for r in merged.values()):
+        raise SystemExit(1)
+
+
+def _print_replies(merged: dict[str, Any]) -> None:
+    for hostname in sorted(merged):
+        reply = merged[hostname]
+        if isinstance(reply, dict) and set(reply) == {"ok"}:
+            value = reply["ok"]
+            click.echo(f"-> {hostname}: OK" + ("" if value == "pong" else f"\n    {value}"))
+        elif isinstance(reply, dict) and set(reply) == {"error"}:
+            click.echo(f"-> {hostname}: ERROR\n    {reply['error']}")
+        elif isinstance(reply, list):
+            click.echo(f"-> {hostname}: OK ({len(reply)})")
+            for item in reply:
+                click.echo("    * " + (json.dumps(item, default=repr, sort_keys=True) if not isinstance(item, str)
+                                       else item))
+            if not reply:
+                click.echo("    - empty -")
+        else:
+            click.echo(f"-> {hostname}: OK")
+            text = json.dumps(reply, default=repr, indent=2, sort_keys=True)
+            click.echo("\n".join("    " + line for line in text.splitlines()))
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("command")
+@click.argument("words", nargs=-1)
+@_control_options
+@click.pass_context
+def inspect(ctx: click.Context, command: str, words: tuple[str, ...], app_spec: str | None,
+            destination: str | None, timeout: float, as_json: bool) -> None:
+    """Ask workers about their state: ping, stats, active, reserved, scheduled,
+    revoked, registered, active_queues, conf, query_task ID..., clock, report."""
+    _broadcast(ctx, "inspect", command, words, app_spec, destination, timeout, as_json)
+
+
+@main.command()
+@click.argument("command")
+@click.argument("words", nargs=-1)
+@_control_options
+@click.pass_context
+def control(ctx: click.Context, command: str, words: tuple[str, ...], app_spec: str | None,
+            destination: str | None, timeout: float, as_json: bool) -> None:
+    """Change workers' state: revoke ID..., terminate ID... [SIGNAL], rate_limit TASK RATE,
+    time_limit TASK SOFT HARD, enable_events, disable_events, heartbeat, add_consumer QUEUE,
+    cancel_consumer QUEUE, pool_grow N, pool_shrink N, autoscale MAX MIN, shutdown."""
+    _broadcast(ctx, "control", command, words, app_spec, destination, timeout, as_json)
+
+
+@main.command()
+@_control_options
+@click.pass_context
+def status(ctx: click.Context, app_spec: str | None, destination: str | None, timeout: float, as_json: bool) -> None:
+    """List the workers that answer a ping."""
+    app = load_app(app_spec, ctx.obj.get("app") if ctx.obj else None)
+    try:
+        replies = app.control.ping(destination=_names(destination) or None, timeout=timeout)
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach the broker at {app.broker_url_for_display()}: {exc}") from None
+    nodes = sorted(name for reply in replies or [] for name in reply)
+    if as_json:
+        click.echo(json.dumps(nodes))
+    else:
+        for name in nodes:
+            click.echo(f"{name}: OK")
+    if not nodes:
+        click.echo(f"Error: No nodes replied within {timeout:g} s.", err=True)
+        raise SystemExit(1)
+    if not as_json:
+        click.echo(f"\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} online.")

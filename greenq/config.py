@@ -142,6 +142,7 @@ SETTINGS: dict[str, Option] = {
     "timezone": Option("UTC", (str,)),
     "enable_utc": Option(True, (bool,)),
     "control_exchange": Option("celery", (str,)),
+    "worker_enable_remote_control": Option(True, (bool,), "answer remote-control commands (inspect, control)"),
     "event_exchange": Option("celeryev", (str,)),
     "event_serializer": Option("json", (str,)),
     "imports": Option((), (list, tuple)),

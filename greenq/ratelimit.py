@@ -47,16 +47,19 @@ def parse_rate(rate: Any) -> float | None:
 
 # ---------------------------------------------------------------------- buckets
 #: Burst allowance, in seconds of the rate: a bucket holds ``rate * BURST``
-#: tokens (at least one), so a limit above the loop's tick rate is still met
-#: while a minute's count stays within a fraction of a percent of the limit.
+#: tokens, so a limit above the loop's tick rate is still met while a
+#: minute's count stays within a fraction of a percent of the limit.  At
+#: least 1.5: with room for exactly one token, the time by which the loop
+#: wakes late for each token would be lost, and the rate would fall short.
 BURST = 0.05
+MIN_CAPACITY = 1.5
 
 
 def bucket_for(rate: float) -> "TokenBucket":
     """A kombu token bucket for ``rate`` tasks per second; its ``contents``
     deque holds the requests waiting for a token, oldest first."""
     from kombu.utils.limits import TokenBucket
-    return TokenBucket(rate, capacity=max(1.0, rate * BURST))
+    return TokenBucket(rate, capacity=max(MIN_CAPACITY, rate * BURST))
 
 
 # Token bucket in Redis, shared by every worker.  Redis's own clock, so the
@@ -88,7 +91,7 @@ class GlobalBucket:
 
     def __init__(self, script: Any, key: str, rate: float) -> None:
         self.script, self.key, self.rate = script, key, rate
-        self.capacity = max(1.0, rate * BURST)
+        self.capacity = max(MIN_CAPACITY, rate * BURST)
         self.contents: deque[Any] = deque()
         self._next_at = 0.0
         self._reported = False

@@ -63,7 +63,7 @@ logger = logging.getLogger("greenq.worker")
 PREFETCH_COUNT_MAX = 0xFFFF  # above this AMQP means "unlimited": never send it
 BUSY_TICK = 0.005            # seconds: loop period while outcomes may be waiting
 RUNNING_TICK = 0.05          # seconds: while only early-acked tasks run
-IDLE_TICK = 1.0              # seconds: nothing in flight
+IDLE_TICK = 0.25             # seconds: nothing in flight (also how soon a handed-over change is applied)
 EXIT_STUCK = 70              # exit code: a task stuck past its hard limit held the hub (EX_SOFTWARE)
 
 
@@ -200,6 +200,7 @@ class Worker:
             signals.worker_process_init.send(sender=self)
         self._cleanup_results()
         self.connect()
+        self.start_control()
         if self.install_signal_handlers:
             self._install_signal_handlers()
         self.started = True
@@ -210,6 +211,14 @@ class Worker:
             self.loop()
         finally:
             self.shutdown()
+
+    def start_control(self) -> None:
+        """The remote-control thread (greenq/control.py), unless ``worker_enable_remote_control`` is off."""
+        if not self.app.conf.worker_enable_remote_control:
+            return
+        from greenq.control import ControlPlane
+        self.control = ControlPlane(self)
+        self.control.start()
 
     def stop(self, cold: bool = False) -> None:
         """Ask the loop to shut down (warm: let running tasks finish)."""
@@ -639,29 +648,34 @@ class Worker:
         self.emit_task_event("task-revoked", request, terminated=False, signum=None, expired=expired)
 
     # ------------------------------------------------------------------ run-time changes
-    # Called in the control loop only; remote control hands them over with
-    # call_soon() and replies once they return.
+    # Run in the worker's main thread: remote control (greenq.control) hands
+    # them over through the hub's thread-safe callback on green pools -- so
+    # they change memory only and never block -- or through call_soon()
+    # otherwise.  Work on the consuming channel (acks) goes to the loop with
+    # call_soon().
     def revoke(self, task_ids: Iterable[str], terminate: bool = False,
-               signal_name: str | None = None) -> list[str]:
+               signal_name: str | None = None, parked_removed: bool = False) -> list[str]:
         """Revoke ``task_ids``: held or queued ones are skipped when they come up;
         with ``terminate`` the running ones are ended now.  Returns the ids
-        that were running and were sent the termination."""
+        that were running and were sent the termination.
+
+        ``parked_removed``: the caller has taken them out of ETA parking
+        itself (the control thread does, so that this never waits on the broker).
+        """
         ids = list(task_ids)
         self.state.revoked.update(ids)
         self._state_dirty = True
-        for task_id in ids:  # held ETA entries: settle them now, not at their ETA
-            for request in self.eta.discard(task_id):
-                self.on_revoked(request, expired=False)
+        settle = [request for task_id in ids for request in self.eta.discard(task_id)]
         if self.limiter.held:  # and those waiting for a rate-limit token
-            for request in self.limiter.discard(set(ids)):
-                self.on_revoked(request, expired=False)
-        if self.parking is not None:  # and parked ones: REVOKED now, not when they come back
+            settle.extend(self.limiter.discard(set(ids)))
+        if settle:  # held ones: REVOKED now, not at their ETA
+            self.call_soon(lambda: self._settle_revoked(settle))
+        if self.parking is not None and not parked_removed:
             try:
                 for snap in self.parking.discard(ids):
                     self.on_parked_revoked(snap)
             except Exception as exc:  # they are still skipped when they come back
                 logger.warning("could not remove revoked tasks from ETA parking: %r", exc)
-        self.update_prefetch()
         terminated: list[str] = []
         if terminate:
             for task_id in ids:
@@ -679,6 +693,58 @@ class Worker:
         if processes is not None and processes.takes(request) and self.pool_name != "prefork":
             return bool(processes.kill(request.handle, Terminated))
         return bool(self.pool.kill(request.handle, Terminated))  # type: ignore[union-attr]
+
+    def _settle_revoked(self, requests: list[Request]) -> None:
+        for request in requests:
+            self.on_revoked(request, expired=False)
+        self.update_prefetch()
+
+    def add_consumer(self, queue: str, exchange: str | None = None, exchange_type: str | None = None,
+                     routing_key: str | None = None) -> bool:
+        """Start consuming ``queue`` (declared as needed); False if already consuming it."""
+        if any(q.name == queue for q in self.queues):
+            return False
+        from kombu import Exchange, Queue
+        if exchange:
+            declared = Queue(queue, Exchange(exchange, type=exchange_type or "direct"), routing_key or queue)
+        else:
+            known = {q.name: q for q in self.app.queues.select(None, [])}
+            declared = known.get(queue) or Queue(queue, routing_key=routing_key or queue)
+        self.queues = [*self.queues, declared]
+        self.call_soon(lambda: self._consume_queue(declared))
+        return True
+
+    def _consume_queue(self, queue: Any) -> None:
+        if self.consumer is None:
+            return  # reconnecting: connect() consumes self.queues
+        self.consumer.add_queue(queue)
+        self.consumer.consume()
+        if self.parking is not None and self.connection is not None:
+            self.parking.setup(self.connection, [queue])
+        logger.info("%s: now consuming from %s", self.hostname, queue.name)
+
+    def cancel_consumer(self, queue: str) -> bool:
+        """Stop consuming ``queue``; False if it was not consumed."""
+        if not any(q.name == queue for q in self.queues):
+            return False
+        self.queues = [q for q in self.queues if q.name != queue]
+
+        def cancel() -> None:
+            if self.consumer is not None:
+                self.consumer.cancel_by_queue(queue)
+            logger.info("%s: no longer consuming from %s", self.hostname, queue)
+
+        self.call_soon(cancel)
+        return True
+
+    def resize_pool(self, delta: int) -> int:
+        """Grow (delta > 0) or shrink the pool; returns the new number of slots."""
+        pool = self.pool
+        assert pool is not None
+        limit = pool.grow(delta) if delta > 0 else pool.shrink(-delta) if delta < 0 else pool.limit
+        self.concurrency = limit
+        self.update_prefetch()
+        return limit
 
     def on_parked_revoked(self, snap: dict[str, Any]) -> None:
         request = Request(id=snap["id"], name=snap["task"], headers=snap.get("headers") or {},
@@ -703,8 +769,13 @@ class Worker:
         task = self._registered(task_name)
         parse_rate(rate)
         task.rate_limit = rate
+        waiting = self.limiter.changed(task_name)
+        if waiting:  # they waited under the old rate: the loop asks again
+            self.call_soon(lambda: self._readmit(waiting))
+
+    def _readmit(self, requests: list[Request]) -> None:
         now = time.time()
-        for request in self.limiter.changed(task_name):  # waiting under the old rate: ask again
+        for request in requests:
             request.admitted = False
             self.decide_and_act(request, now)
         self.update_prefetch()
@@ -725,14 +796,14 @@ class Worker:
         task.soft_time_limit = soft
         task.time_limit = hard
 
-    def scheduled(self) -> list[dict[str, Any]]:
+    def scheduled(self, parked: bool = True) -> list[dict[str, Any]]:
         """ETA/countdown tasks held here, then those parked broker-side (where
         the broker can list them), in ``inspect scheduled``'s shape, soonest first."""
         from datetime import datetime, timezone
         held = [{"eta": datetime.fromtimestamp(until, timezone.utc).isoformat(),
                  "priority": request.priority or 0, "request": request.info()}
                 for until, request in self.eta]
-        if self.parking is not None:
+        if parked and self.parking is not None:
             try:
                 held.extend(self.parking.scheduled())
             except Exception as exc:

@@ -23,7 +23,9 @@ QUEUE = f"{RUN}-q"
 TRANSPORT_OPTIONS = {"visibility_timeout": VT, "unacked_key": f"{RUN}-unacked",
                      "unacked_index_key": f"{RUN}-unacked_index", "unacked_mutex_key": f"{RUN}-unacked_mutex"}
 
-client = redis.Redis.from_url(REDIS_URL, max_connections=200)
+# blocking: 1000 green threads share 200 connections, waiting for one rather than failing
+client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=200,
+                                                                          timeout=60))
 
 
 def record_stamp(task_id: str, eta: float) -> None:

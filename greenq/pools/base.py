@@ -124,6 +124,11 @@ class BasePool:
         import time
         time.sleep(seconds)
 
+    def native_sleep(self, seconds: float) -> None:
+        """Sleep in a native thread (the control plane): the OS's sleep, never the hub's."""
+        import time
+        time.sleep(seconds)
+
     # threads ----------------------------------------------------------------
     def start_native_thread(self, target: Callable[[], None], name: str) -> Any:
         """Start ``target`` in a real OS thread (the control plane lives there)."""

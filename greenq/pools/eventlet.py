@@ -115,6 +115,9 @@ class EventletPool(BasePool):
     def sleep(self, seconds: float) -> None:
         eventlet.sleep(seconds)
 
+    def native_sleep(self, seconds: float) -> None:
+        patcher.original("time").sleep(seconds)
+
     def start_native_thread(self, target: Callable[[], None], name: str) -> NativeThread:
         thread = patcher.original("_thread")
         return NativeThread(target, name, thread.start_new_thread, thread.allocate_lock)

@@ -115,6 +115,9 @@ class GeventPool(BasePool):
     def sleep(self, seconds: float) -> None:
         gevent.sleep(seconds)
 
+    def native_sleep(self, seconds: float) -> None:
+        monkey.get_original("time", "sleep")(seconds)
+
     def start_native_thread(self, target: Callable[[], None], name: str) -> NativeThread:
         return NativeThread(target, name,
                             monkey.get_original("_thread", "start_new_thread"),

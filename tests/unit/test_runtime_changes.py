@@ -44,6 +44,7 @@ def test_revoke_settles_a_held_eta_task_at_once(worker):
     other = held(worker, "b", 3600)
     assert len(worker.eta) == 2
     assert worker.revoke(["a"]) == []
+    worker.run_pending_calls()  # the ack and REVOKED record: the loop's next tick
     assert len(worker.eta) == 1 and request.message.acked and not other.message.acked
     assert worker.app.AsyncResult("a").state == "REVOKED"
     assert worker.state.is_revoked("a")
