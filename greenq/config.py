@@ -145,6 +145,9 @@ SETTINGS: dict[str, Option] = {
     "worker_enable_remote_control": Option(True, (bool,), "answer remote-control commands (inspect, control)"),
     "event_exchange": Option("celeryev", (str,)),
     "event_serializer": Option("json", (str,)),
+    "worker_heartbeat_interval": Option(2.0, NUM, "seconds between worker-heartbeat events (Celery's 2.0)",
+                                        _positive),
+    "worker_send_events": Option(True, (bool,), "send worker events (online, heartbeat, offline) at all"),
     "imports": Option((), (list, tuple)),
     "include": Option((), (list, tuple)),
     # the embedded default

@@ -191,7 +191,7 @@ class Worker:
         monitor = getattr(self.pool, "monitor", None)
         if monitor is not None:
             monitor.on_stuck = self.on_stuck_task
-        self.tracer = Tracer(app, self.pool, self.hostname, emit=None,
+        self.tracer = Tracer(app, self.pool, self.hostname, emit=self.emit_task_event,
                              time_limit=self.time_limit, soft_time_limit=self.soft_time_limit)
         self.processes = self.start_processes()
         self.parking = parking_for(app)
@@ -200,6 +200,7 @@ class Worker:
             signals.worker_process_init.send(sender=self)
         self._cleanup_results()
         self.connect()
+        self.start_events()
         self.start_control()
         if self.install_signal_handlers:
             self._install_signal_handlers()
@@ -211,6 +212,14 @@ class Worker:
             self.loop()
         finally:
             self.shutdown()
+
+    def start_events(self) -> None:
+        """The events thread (greenq/events.py): heartbeats always, task events with -E."""
+        if not self.app.conf.worker_send_events:
+            return
+        from greenq.events import EventDispatcher
+        self.events = EventDispatcher(self)
+        self.events.start()
 
     def start_control(self) -> None:
         """The remote-control thread (greenq/control.py), unless ``worker_enable_remote_control`` is off."""

@@ -10,6 +10,7 @@ app = App(
     "basic",
     task_default_queue=os.environ.get("GREENQ_TEST_QUEUE", "celery"),
     control_exchange=os.environ.get("GREENQ_TEST_CONTROL_EXCHANGE", "celery"),
+    event_exchange=os.environ.get("GREENQ_TEST_EVENT_EXCHANGE", "celeryev"),
     result_expires=3600,
 )
 
