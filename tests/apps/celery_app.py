@@ -12,6 +12,7 @@ app = Celery("celery_peer", broker=os.environ.get("GREENQ_BROKER_URL"),
 app.conf.update(
     task_default_queue=os.environ.get("GREENQ_TEST_QUEUE", "celery"),
     control_exchange=os.environ.get("GREENQ_TEST_CONTROL_EXCHANGE", "celery"),
+    event_exchange=os.environ.get("GREENQ_TEST_EVENT_EXCHANGE", "celeryev"),
     result_expires=3600,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
