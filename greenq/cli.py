@@ -405,3 +405,38 @@ def status(ctx: click.Context, app_spec: str | None, destination: str | None, ti
         raise SystemExit(1)
     if not as_json:
         click.echo(f"\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} online.")
+
+
+@main.command()
+@click.option("-A", "--app", "app_spec", metavar="MODULE[:ATTR]")
+@click.option("--dump", is_flag=True, help="Print every event, one line each, instead of the live view.")
+@click.option("--json", "as_json", is_flag=True, help="Print every event as one JSON object per line.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Stop after this long [default: until Ctrl-C].")
+@click.pass_context
+def events(ctx: click.Context, app_spec: str | None, dump: bool, as_json: bool, duration: float | None) -> None:
+    """Watch workers and tasks live (events: start workers with -E for task events)."""
+    from greenq.events import EventView, watch
+
+    app = load_app(app_spec, ctx.obj.get("app") if ctx.obj else None)
+    view = EventView()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event, default=repr, sort_keys=True))
+        elif dump:
+            click.echo(view.line(event))
+        else:
+            view.update(event)
+
+    def refresh() -> None:
+        if not (as_json or dump):
+            click.clear()
+            click.echo(view.render())
+
+    try:
+        watch(app, on_event, duration=duration, every=1.0, on_tick=refresh)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        raise click.ClickException(f"cannot watch events on {app.broker_url_for_display()}: {exc}") from None

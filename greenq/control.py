@@ -376,7 +376,14 @@ def rate_limit(state: State, task_name: str, rate_limit: Any) -> dict[str, Any]:
     return ok("new rate limit set successfully")
 
 
-@control_command(args=[("task_name", str), ("soft", float), ("hard", float)],
+def seconds_or_none(value: str) -> float | None:
+    return None if value.lower() in ("none", "") else float(value)
+
+
+seconds_or_none.__name__ = "a number of seconds or 'none'"
+
+
+@control_command(args=[("task_name", str), ("soft", seconds_or_none), ("hard", seconds_or_none)],
                  help="Set a task's soft and hard time limits, in seconds.")
 def time_limit(state: State, task_name: str | None = None, hard: Any = None, soft: Any = None,
                **kwargs: Any) -> dict[str, Any]:

@@ -157,3 +157,94 @@ class EventDispatcher:
                     send(self.event("worker-offline", **self.worker_fields()))
                     return online_sent
                 self._sleep(FLUSH_EVERY)
+
+
+# ---------------------------------------------------------------------- watching (greenq events)
+def watch(app: Any, on_event: Any, duration: float | None = None, every: float = 1.0, on_tick: Any = None) -> None:
+    """Call ``on_event(event)`` for every event on the app's event exchange,
+    through a queue of its own (exclusive, deleted when the watcher goes);
+    ``on_tick()`` every ``every`` seconds; stop after ``duration`` seconds."""
+    import uuid
+
+    from kombu import Consumer, Queue
+
+    exchange = event_exchange(app)
+    queue = Queue(f"celeryev.{uuid.uuid4()}", exchange=exchange, routing_key="#", auto_delete=True,
+                  exclusive=True, durable=False, message_ttl=5.0, expires=60.0)
+    end = None if duration is None else time.monotonic() + duration
+
+    def handle(body: Any, message: Any) -> None:
+        for event in body if isinstance(body, list) else [body]:
+            if isinstance(event, dict) and "type" in event:
+                on_event(event)
+
+    with app.connection() as connection:
+        with Consumer(connection.channel(), queues=[queue], callbacks=[handle], no_ack=True, accept=["json"]):
+            next_tick = time.monotonic()
+            while end is None or time.monotonic() < end:
+                now = time.monotonic()
+                if on_tick is not None and now >= next_tick:
+                    on_tick()
+                    next_tick = now + every
+                wait = max(0.01, min(next_tick - now, (end - now) if end is not None else every))
+                try:
+                    connection.drain_events(timeout=wait)
+                except TimeoutError:
+                    pass
+    if on_tick is not None:
+        on_tick()
+
+
+class EventView:
+    """What ``greenq events`` shows: workers (online, last heartbeat, active,
+    processed) and the most recent tasks (state, name, id, runtime)."""
+
+    STATES = {"task-received": "RECEIVED", "task-started": "STARTED", "task-succeeded": "SUCCESS",
+              "task-failed": "FAILURE", "task-retried": "RETRY", "task-revoked": "REVOKED",
+              "task-rejected": "REJECTED"}
+
+    def __init__(self, max_tasks: int = 20) -> None:
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.tasks: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.max_tasks = max_tasks
+
+    def update(self, event: dict[str, Any]) -> None:
+        kind, host = event.get("type", ""), event.get("hostname", "?")
+        if kind.startswith("worker-"):
+            row = self.workers.setdefault(host, {})
+            row.update(online=kind != "worker-offline", seen=time.time(), freq=event.get("freq", 2.0),
+                       active=event.get("active", row.get("active")), processed=event.get("processed",
+                                                                                          row.get("processed")))
+        elif kind in self.STATES and event.get("uuid"):
+            task = self.tasks.pop(event["uuid"], {"name": None, "runtime": None})
+            task.update(state=self.STATES[kind], worker=host, at=event.get("timestamp"))
+            task["name"] = event.get("name") or task["name"]
+            task["runtime"] = event.get("runtime", task["runtime"])
+            self.tasks[event["uuid"]] = task
+            while len(self.tasks) > self.max_tasks:
+                self.tasks.popitem(last=False)
+
+    def render(self) -> str:
+        now = time.time()
+        lines = [f"greenq events -- {time.strftime('%H:%M:%S')}", "", "workers:"]
+        for host, row in sorted(self.workers.items()):
+            age = now - row["seen"]
+            alive = row["online"] and age < 2 * row.get("freq", 2.0)
+            lines.append(f"  {host:<40} {'ONLINE ' if alive else 'OFFLINE'}  heartbeat {age:4.1f}s ago  "
+                         f"active {row.get('active') or 0:<5} processed {row.get('processed') or 0}")
+        if not self.workers:
+            lines.append("  (none yet: workers send a heartbeat every 2 s)")
+        lines += ["", "recent tasks:"]
+        for task_id, task in reversed(self.tasks.items()):
+            runtime = f"{task['runtime']:.3f}s" if isinstance(task.get("runtime"), (int, float)) else ""
+            lines.append(f"  {task['state']:<9} {task.get('name') or '?':<40} {task_id}  {runtime}")
+        if not self.tasks:
+            lines.append("  (none yet: task events need -E or `greenq control enable_events`)")
+        return "\n".join(lines)
+
+    def line(self, event: dict[str, Any]) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.get("timestamp", time.time())))
+        fields = {k: v for k, v in event.items() if k not in ("type", "hostname", "timestamp", "utcoffset", "pid",
+                                                               "clock", "sw_ident", "sw_ver", "sw_sys")}
+        text = " ".join(f"{k}={v!r}" for k, v in sorted(fields.items()))
+        return f"{stamp} {event.get('hostname', '?')} {event.get('type')} {text}"

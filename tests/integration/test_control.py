@@ -258,3 +258,35 @@ def test_stock_celery_cli_talks_to_the_greenq_worker(node):
               node)
     assert "new rate limit set successfully" in out.stdout, out.stdout + out.stderr
     node.call("rate_limit", task_name="tests.apps.control.nap", rate_limit=None)
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["inspect", "stats"], lambda r: "pool" in r),
+    (["inspect", "active"], lambda r: isinstance(r, list)),
+    (["inspect", "reserved"], lambda r: isinstance(r, list)),
+    (["inspect", "scheduled"], lambda r: isinstance(r, list)),
+    (["inspect", "revoked"], lambda r: isinstance(r, list)),
+    (["inspect", "registered"], lambda r: "tests.apps.control.nap" in r),
+    (["inspect", "active_queues"], lambda r: len(r) >= 1),
+    (["inspect", "conf"], lambda r: "task_default_queue" in r),
+    (["inspect", "query_task", "no-such-id"], lambda r: r == {}),
+    (["inspect", "clock"], lambda r: r["clock"] > 0),
+    (["inspect", "report"], lambda r: "greenq" in r["ok"]),
+    (["inspect", "hello"], lambda r: "revoked" in r),
+    (["control", "revoke", "cli-revoked-id"], lambda r: "flagged as revoked" in r["ok"]),
+    (["control", "terminate", "cli-terminated-id", "SIGTERM"], lambda r: "terminate" in r["ok"]),
+    (["control", "time_limit", "tests.apps.control.nap", "none", "none"], lambda r: "time limits" in r["ok"]),
+    (["control", "enable_events"], lambda r: "task events" in r["ok"]),
+    (["control", "disable_events"], lambda r: "task events" in r["ok"]),
+    (["control", "heartbeat"], lambda r: r == {"ok": "heartbeat sent"}),
+    (["control", "pool_grow", "1"], lambda r: "grow" in r["ok"]),
+    (["control", "pool_shrink", "1"], lambda r: "shrink" in r["ok"]),
+    (["control", "autoscale", "2", "1"], lambda r: r["ok"] == "autoscale now max=2 min=1"),
+    (["control", "cancel_consumer", "not-consumed"], lambda r: "not consuming" in r["error"]),
+])
+def test_every_command_through_the_greenq_cli(node, argv, expect):
+    out = run([sys.executable, "-m", "greenq", *argv, "-A", "tests.apps.control", "-d", node.hostname, "-t", "3",
+               "--json"], node)
+    replies = json.loads(out.stdout)
+    assert expect(replies[node.hostname]), replies
+    assert out.returncode == (1 if "error" in json.dumps(replies) else 0), out.stderr

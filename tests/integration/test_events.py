@@ -144,3 +144,28 @@ def test_heartbeats_and_ping_while_a_task_spins_the_cpu(setup):
     gaps = [b - a for a, b in zip(during, during[1:])]
     assert len(during) >= 5 and max(gaps) < 2.5, f"heartbeat gaps {gaps}"
     assert statistics.median(latencies) < 0.2, f"ping latencies {latencies}"
+
+
+def test_greenq_events_cli_dumps_and_shows_the_live_view(setup):
+    import json
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    proc, app, capture, hostname, marks = setup()
+    env = {**os.environ, **proc.env, "PYTHONPATH": ROOT}
+    argv = [sys.executable, "-m", "greenq", "events", "-A", "tests.apps.control"]
+    dumping = subprocess.Popen([*argv, "--json", "--duration", "6"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    live = subprocess.Popen([*argv, "--duration", "6"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    result = app.send_task("tests.apps.basic.add", (3, 4))
+    assert result.get(timeout=20) == 7
+    out, err = dumping.communicate(timeout=30)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kinds = {e["type"] for e in events if e.get("hostname") == hostname}
+    assert {"worker-heartbeat", "task-received", "task-succeeded"} <= kinds, (kinds, err)
+    view, err = live.communicate(timeout=30)
+    assert hostname in view and "ONLINE" in view and result.id in view and "SUCCESS" in view, view[-2000:] + err

@@ -70,3 +70,46 @@ def test_rate_and_time_limits_change_and_bad_values_are_refused(worker):
         worker.set_time_limit("rt.slow", soft=3, hard=2)
     with pytest.raises(NotRegistered, match="rt.nope"):
         worker.set_rate_limit("rt.nope", 1)
+
+
+def test_custom_commands_are_registered_and_their_arguments_checked(worker):
+    from greenq.control import COMMANDS, ControlError, State, control_command, parse_cli_arguments, run_command
+
+    @control_command(args=[("n", int)], help="Set the batch size.")
+    def set_batch_for_test(state, n):
+        state.worker.batch_for_test = n
+        return {"ok": f"batch is now {n}"}
+
+    try:
+        class Plane:
+            pass
+        plane = Plane()
+        plane.worker = worker
+        state = State(plane)
+        assert run_command(state, "set_batch_for_test", {"n": 5}) == {"ok": "batch is now 5"}
+        assert worker.batch_for_test == 5
+        assert parse_cli_arguments("set_batch_for_test", ["7"]) == {"n": 7}
+        with pytest.raises(ControlError, match="n must be int"):
+            parse_cli_arguments("set_batch_for_test", ["seven"])
+        with pytest.raises(ControlError, match="missing a required argument"):
+            run_command(state, "set_batch_for_test", {})
+        assert COMMANDS["set_batch_for_test"].type == "control"
+    finally:
+        COMMANDS.pop("set_batch_for_test", None)
+
+
+def test_the_live_event_view_tracks_workers_and_tasks():
+    from greenq.events import EventView
+
+    view = EventView(max_tasks=2)
+    view.update({"type": "worker-heartbeat", "hostname": "w@h", "freq": 2.0, "active": 1, "processed": 9})
+    for n, kind in enumerate(["task-received", "task-started", "task-succeeded"]):
+        view.update({"type": kind, "hostname": "w@h", "uuid": "t1", "name": "feeds.fetch", "runtime": 0.25,
+                     "timestamp": n})
+    view.update({"type": "task-failed", "hostname": "w@h", "uuid": "t2", "timestamp": 5})
+    view.update({"type": "task-received", "hostname": "w@h", "uuid": "t3", "name": "x", "timestamp": 6})
+    text = view.render()
+    assert "w@h" in text and "ONLINE" in text and "processed 9" in text
+    assert "t1" not in text and "t2" in text and "t3" in text  # the most recent two
+    view.update({"type": "worker-offline", "hostname": "w@h"})
+    assert "OFFLINE" in view.render()
