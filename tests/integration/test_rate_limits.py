@@ -53,8 +53,10 @@ def test_observed_rate_follows_the_limit(running):
     # 25 tasks at 5/s: the first one at once, then one every 0.2 s
     span = times[-1] - times[0]
     assert 4.4 <= span <= 6.0, f"25 tasks at 5/s took {span:.2f}s"
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) > 0.08, f"tasks ran in a burst: smallest gap {min(gaps):.3f}s"
+    # no burst: the bucket's half token of slack lets one task follow a late one
+    # closely, but never three within one interval (0.2 s)
+    spans = [c - a for a, c in zip(times, times[2:])]
+    assert min(spans) >= 0.2, f"three tasks within {min(spans):.3f}s: a burst"
 
 
 def test_each_domain_has_its_own_bucket(running):
